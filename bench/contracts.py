@@ -1,0 +1,267 @@
+"""What a plugin must (and may) provide: the Target and Sampler contracts.
+
+The core never imports a concrete sampler or target.  It talks to them only
+through the classes below, which plugins subclass:
+
+* :class:`Target` – a distribution with exact seeded sampling and, optionally,
+  its log-density, score and the closed-form score of its VP-noised version.
+* :class:`Sampler` – fitted once per target through a :class:`FitContext`
+  (which owns device, dtype, seed, training budget and the model cache) and
+  returning a :data:`SampleFn` that draws ``n`` points from a seeded generator.
+
+Network evaluations are *measured* by the runner (every top-level
+``torch.nn.Module`` call is counted, see :mod:`bench.timing`), so a sampler
+must run each network or closed-form denoiser it uses as an ``nn.Module``
+call and never declares its own NFE.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import re
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Protocol, Sequence
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from matplotlib.axes import Axes
+
+    from bench.cache import ModelCache
+    from bench.profiles import Profile
+
+
+class UnsupportedTarget(Exception):
+    """Raised by :meth:`Sampler.check` when a sampler cannot run on a target.
+
+    The runner records the pair as ``skipped`` (not failed) with this message.
+    """
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricSpec:
+    """How to read one metric: its label and which direction is better."""
+
+    name: str
+    label: str
+    better: Literal["lower", "higher"]
+    description: str = ""
+
+
+def overrides(obj: object, method: str, base: type) -> bool:
+    """Whether ``obj``'s class overrides ``base.method`` (an optional capability)."""
+    return getattr(type(obj), method, None) is not getattr(base, method, None)
+
+
+class Target(abc.ABC):
+    """A target distribution in ``R^dim``.
+
+    Required: :attr:`name`, :attr:`dim`, :meth:`sample`.  Optional (override to
+    provide; :meth:`has` tells whether one is provided): :meth:`log_prob`,
+    :meth:`score`, :meth:`noised_score`.  Targets may also contribute their own
+    metrics (:meth:`extra_metrics`, :attr:`metric_specs`) and their own figure
+    panel (:meth:`plot_panel`).
+    """
+
+    name: str
+    dim: int
+    description: str = ""
+    #: Specs of the metrics returned by :meth:`extra_metrics`.
+    metric_specs: Sequence[MetricSpec] = ()
+
+    @abc.abstractmethod
+    def sample(self, n: int, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> Tensor:
+        """Draw ``n`` exact samples.
+
+        Args:
+            n: Number of samples.
+            generator: Source of randomness; samples are created on its device.
+            dtype: Floating dtype of the result.
+
+        Returns:
+            Tensor of shape ``(n, dim)`` on ``generator.device``.
+        """
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """Log-density ``log p(x)``; ``x`` of shape ``(n, dim)``, returns ``(n,)``."""
+        raise NotImplementedError(f"target {self.name!r} has no log_prob")
+
+    def score(self, x: Tensor) -> Tensor:
+        """Score ``∇ log p(x)``; ``x`` of shape ``(n, dim)``, returns ``(n, dim)``."""
+        raise NotImplementedError(f"target {self.name!r} has no score")
+
+    def noised_score(self, x_t: Tensor, alpha_bar: Tensor | float) -> Tensor:
+        """Score of the VP-noised target ``q(x_t) = ∫ N(x_t; √ᾱ x_0, (1-ᾱ) I) p(x_0) dx_0``.
+
+        Args:
+            x_t: Noised points, shape ``(n, dim)``.
+            alpha_bar: ``ᾱ`` in ``(0, 1]``; a float, a scalar tensor or shape ``(n, 1)``.
+
+        Returns:
+            ``∇ log q(x_t)``, shape ``(n, dim)``.  The optimal noise prediction
+            is ``ε*(x_t) = -√(1-ᾱ) · noised_score(x_t, ᾱ)``.
+        """
+        raise NotImplementedError(f"target {self.name!r} has no closed-form noised score")
+
+    def has(self, capability: Literal["log_prob", "score", "noised_score", "validate"]) -> bool:
+        """Whether this target provides an optional capability."""
+        return overrides(self, capability, Target)
+
+    def fingerprint(self) -> Mapping[str, Any]:
+        """JSON-able description of the target's parameters (part of model-cache keys)."""
+        return {"name": self.name, "dim": self.dim}
+
+    def extra_metrics(self, generated: Tensor, reference: Tensor) -> dict[str, float]:
+        """Target-specific metrics (e.g. physics residuals), keyed as in :attr:`metric_specs`.
+
+        Args:
+            generated: Sampler output, shape ``(n, dim)``, float32 on CPU.
+            reference: Held-out exact target draws, shape ``(m, dim)``.
+        """
+        return {}
+
+    def validate(self, out_dir: "Path", profile: "Profile", device: torch.device) -> str:
+        """Optional self-check of the target's physics (``pingsbench validate NAME``).
+
+        Writes its tables and figures into ``out_dir`` and returns Markdown.
+        """
+        raise NotImplementedError(f"target {self.name!r} has no validation")
+
+    def plot_panel(self, ax: "Axes", generated: Tensor, reference: Tensor, title: str) -> None:
+        """Draw one sampler's panel of the target's figure (default: x1–x2 projection)."""
+        ax.scatter(reference[:, 0], reference[:, 1], s=1, alpha=0.25, label="target", color="tab:blue")
+        if generated is not None:
+            ax.scatter(generated[:, 0], generated[:, 1], s=1, alpha=0.25, label="generated", color="tab:orange")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("$x_1$")
+        ax.set_ylabel("$x_2$")
+
+
+class SampleFn(Protocol):
+    """A fitted sampler: draws ``n`` samples, shape ``(n, dim)``, on ``generator.device``."""
+
+    def __call__(self, n: int, generator: torch.Generator) -> Tensor: ...
+
+
+class Sampler(abc.ABC):
+    """A sampler: fitted once per target, then draws seeded samples.
+
+    Subclasses set :attr:`name` and implement :meth:`fit`.  :meth:`check`
+    rejects targets the sampler cannot handle.
+    """
+
+    name: str
+    description: str = ""
+
+    def check(self, target: Target) -> None:
+        """Raise :class:`UnsupportedTarget` if this sampler cannot run on ``target``."""
+
+    @abc.abstractmethod
+    def fit(self, target: Target, ctx: "FitContext") -> SampleFn:
+        """Train (or load from ``ctx``'s cache) whatever the sampler needs.
+
+        Everything trainable must be obtained through
+        :meth:`FitContext.cached_model` so that it is cached on disk, shared with
+        other samplers that ask for the same model, and timed.
+
+        Returns:
+            The sampling function; it must be deterministic given its generator.
+        """
+
+
+class SamplerFamily(abc.ABC):
+    """A parametrised set of samplers resolved by name, e.g. ``ddim-<steps>``.
+
+    Families let users pick any step count from the CLI (``ddim-7``) without
+    code.  :attr:`defaults` are the concrete names that run when the user
+    does not select samplers.
+    """
+
+    #: Human-readable pattern shown by ``pingsbench list``, e.g. ``"ddim-<steps>[@exact]"``.
+    pattern: str
+    #: Regex with named groups matched against requested sampler names.
+    regex: re.Pattern[str]
+    description: str = ""
+    #: Names (matching :attr:`regex`) included in the default run.
+    defaults: Sequence[str] = ()
+    #: Names run by ``pingsbench sweep`` to trace the family's NFE–fidelity curve.
+    sweep: Sequence[str] = ()
+
+    @abc.abstractmethod
+    def build(self, name: str, match: re.Match[str]) -> Sampler:
+        """Create the sampler for ``name`` (already matched by :attr:`regex`)."""
+
+    def resolve(self, name: str) -> Sampler | None:
+        match = self.regex.fullmatch(name)
+        return self.build(name, match) if match else None
+
+
+@dataclasses.dataclass
+class FitContext:
+    """Everything a sampler's :meth:`Sampler.fit` may use.
+
+    Attributes:
+        device: Device for models and sampling.
+        dtype: Floating dtype for models and samples.
+        seed: Base seed of the run; derive per-purpose seeds with :meth:`seed_for`.
+        profile: Training budget profile (``smoke`` / ``quick`` / ``paper``).
+        cache: Shared model cache (memory + disk).
+        progress: Whether to show progress bars while training.
+        artifacts: Free-form, JSON-able facts the sampler wants in its result row
+            (e.g. ``{"score": "exact"}``); the runner copies them into ``row["fit"]``.
+        models: Filled by the cache: one record per model the sampler obtained
+            (kind, where it came from, training seconds and history).
+    """
+
+    device: torch.device
+    dtype: torch.dtype
+    seed: int
+    profile: "Profile"
+    cache: "ModelCache"
+    progress: bool = False
+    artifacts: dict[str, Any] = dataclasses.field(default_factory=dict)
+    models: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def seed_for(self, *labels: str) -> int:
+        """A seed for one purpose, independent of other purposes, derived from :attr:`seed`."""
+        from bench.seeding import derive_seed
+
+        return derive_seed(self.seed, *labels)
+
+    def generator(self, *labels: str, device: torch.device | str | None = None) -> torch.Generator:
+        """A generator seeded with :meth:`seed_for` on ``device`` (default :attr:`device`)."""
+        gen = torch.Generator(device=device or self.device)
+        gen.manual_seed(self.seed_for(*labels))
+        return gen
+
+    def cached_model(
+        self,
+        kind: str,
+        target: Target,
+        config: Mapping[str, Any],
+        build: Callable[[], torch.nn.Module],
+        train: Callable[[torch.nn.Module], Mapping[str, Any]],
+    ) -> torch.nn.Module:
+        """Return a trained model, training it only if no valid cached copy exists.
+
+        Two samplers asking for the same ``(kind, target, config)`` in the same
+        profile and seed get the same module instance (e.g. one ε-net shared by
+        DDIM and every DPM-Solver).
+
+        Args:
+            kind: Model family, e.g. ``"epsnet"``; part of the cache key.
+            target: The target the model is trained on.
+            config: JSON-able hyper-parameters and training budget; part of the key,
+                so changing any of them retrains.  Include a ``"version"`` entry and
+                bump it when the training code changes what it computes.
+            build: Creates the untrained module (on CPU; the cache moves it).
+            train: Trains the module in place (already on :attr:`device`) and
+                returns JSON-able info, e.g. ``{"history": {"loss": [...]}}``.
+
+        Returns:
+            The trained module on :attr:`device` in eval mode, ``requires_grad`` off.
+        """
+        return self.cache.get_or_train(self, kind, target, config, build, train)

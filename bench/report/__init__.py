@@ -1,0 +1,61 @@
+"""Turn a results document into ``leaderboard.md`` and its figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from bench.cache import atomic_write_bytes
+from bench.registry import Registry, UnknownNameError
+from bench.report.figures import sample_panels, training_curves
+from bench.report.markdown import render
+from bench.report.pareto import frontier_names, plot_pareto
+from bench.runner import load_samples
+
+LEADERBOARD = "leaderboard.md"
+
+
+def validation_report_name(target: str) -> str:
+    """File a target's ``validate`` writes its Markdown to (linked from the leaderboard)."""
+    return f"{target}_validation.md"
+
+
+def write_report(results: Mapping[str, Any], out_dir: Path, registry: Registry | None = None) -> Path:
+    """Render figures and ``leaderboard.md`` into ``out_dir``; returns the Markdown's path.
+
+    Args:
+        results: A results document.
+        out_dir: Report folder (also holds ``samples.npz`` written by the run).
+        registry: Used to draw each target's own figure; targets whose plugin is
+            missing fall back to the default projection.
+    """
+    out_dir = Path(out_dir)
+    samples = load_samples(out_dir)
+    figures: dict[str, list[tuple[str, str]]] = {}
+    for target_name in dict.fromkeys(row["target"] for row in results["rows"]):
+        rows = [row for row in results["rows"] if row["target"] == target_name]
+        target = None
+        if registry is not None:
+            try:
+                target = registry.target(target_name)
+            except UnknownNameError:
+                pass
+        links = figures.setdefault(target_name, [])
+        made = [
+            ("generated vs target samples", sample_panels(
+                target, target_name, samples, [r["sampler"] for r in rows], out_dir / f"{target_name}_samples.png")),
+            ("training curves", training_curves(rows, target_name, out_dir / f"{target_name}_training.png")),
+            ("accuracy–cost Pareto view", plot_pareto(rows, target_name, out_dir / f"{target_name}_pareto.png")),
+        ]
+        links += [(caption, path.name) for caption, path in made if path is not None]
+        validation = out_dir / validation_report_name(target_name)
+        if validation.exists():
+            links.append(("physics validation (`pingsbench validate`)", validation.name))
+
+    def frontier(rows):
+        return frontier_names(rows, "latency_ms", "mmd2")
+
+    text = render(results, figures, frontier)
+    path = out_dir / LEADERBOARD
+    atomic_write_bytes(path, lambda handle: handle.write(text.encode()))
+    return path

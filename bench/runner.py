@@ -1,0 +1,275 @@
+"""The sampler × target loop: fit, sample, measure, and record every pair.
+
+One pair failing (an exception, NaN/inf samples, a wrong shape) becomes a
+``failed`` row with its reason; the other pairs still run.  Every sampler gets
+the same device, dtype, n, generator discipline, warm-up, repeats and timer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from bench.cache import ModelCache, atomic_write_bytes
+from bench.contracts import FitContext, SampleFn, Target, UnsupportedTarget
+from bench.environment import environment
+from bench.metrics import METRIC_SPECS, compute_metrics, mmd2
+from bench.profiles import Profile
+from bench.registry import Registry
+from bench.seeding import derive_seed
+from bench.timing import Timer, count_network_calls
+
+log = logging.getLogger("pingsbench")
+
+RESULTS_SCHEMA = "pingsbench.results/1"
+#: Points per sampler kept for figures (``samples.npz``), enough for a readable scatter.
+FIGURE_POINTS = 2_000
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """What to run and how to measure it (recorded verbatim in ``results.json``)."""
+
+    samplers: list[str]
+    targets: list[str]
+    profile: Profile
+    device: torch.device
+    n: int
+    seed: int = 0
+    repeats: int = 5
+    warmup: int = 3
+    dtype: torch.dtype = torch.float32
+    compile: bool = False
+    cache_dir: Path | None = None
+    progress: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "samplers": self.samplers,
+            "targets": self.targets,
+            "profile": self.profile.name,
+            "device": str(self.device),
+            "n": self.n,
+            "seed": self.seed,
+            "repeats": self.repeats,
+            "warmup": self.warmup,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "optimizations": {"torch_compile": self.compile, "amp": False, "cuda_graphs": False},
+            "cache_dir": str(self.cache_dir) if self.cache_dir else None,
+        }
+
+
+class SampleError(ValueError):
+    """A sampler returned something that is not ``n`` finite points of the target's dimension."""
+
+
+def check_samples(samples: object, n: int, dim: int) -> Tensor:
+    if not isinstance(samples, Tensor):
+        raise SampleError(f"sampler returned {type(samples).__name__}, expected a torch.Tensor")
+    if tuple(samples.shape) != (n, dim):
+        raise SampleError(f"sampler returned shape {tuple(samples.shape)}, expected ({n}, {dim})")
+    if not samples.is_floating_point():
+        raise SampleError(f"sampler returned dtype {samples.dtype}, expected floating point")
+    bad = (~torch.isfinite(samples)).any(dim=1).sum().item()
+    if bad:
+        raise SampleError(f"{bad} of {n} samples contain NaN or inf")
+    return samples.detach().to("cpu", torch.float32)
+
+
+def seeded_generator(device: torch.device, seed: int) -> torch.Generator:
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    return generator
+
+
+@dataclasses.dataclass
+class TargetData:
+    """Held-out reference draws of one target and its MMD² noise floor."""
+
+    reference: Tensor
+    mmd2_floor: float
+
+
+def prepare_target(target: Target, config: RunConfig) -> TargetData:
+    """Reference draws and a second independent set for the noise floor (CPU, from the run seed)."""
+    cpu = torch.device("cpu")
+    reference = target.sample(config.n, seeded_generator(cpu, derive_seed(config.seed, "reference", target.name)))
+    second = target.sample(config.n, seeded_generator(cpu, derive_seed(config.seed, "floor", target.name)))
+    reference = check_samples(reference, config.n, target.dim)
+    return TargetData(reference, mmd2(check_samples(second, config.n, target.dim), reference))
+
+
+def _failure(row: dict[str, Any], status: str, exc: BaseException) -> dict[str, Any]:
+    row["status"] = status
+    row["error"] = f"{type(exc).__name__}: {exc}"
+    if status == "failed":
+        log.warning("%s on %s failed:\n%s", row["sampler"], row["target"], traceback.format_exc())
+    return row
+
+
+def run_pair(
+    sampler_name: str,
+    target: Target,
+    data: TargetData,
+    registry: Registry,
+    cache: ModelCache,
+    config: RunConfig,
+    figure_samples: dict[str, np.ndarray],
+) -> dict[str, Any]:
+    """Fit, sample, measure one sampler on one target; never raises for the sampler's faults."""
+    row: dict[str, Any] = {
+        "sampler": sampler_name,
+        "target": target.name,
+        "source": registry.sampler_source(sampler_name),
+        "status": "ok",
+        "error": None,
+        "n": config.n,
+        "nfe": None,
+        "latency_ms": None,
+        "samples_per_s": None,
+        "fit_seconds": None,
+        "fit": {},
+        "metrics": {"mmd2_floor": data.mmd2_floor},
+    }
+    sampler = registry.sampler(sampler_name)
+    try:
+        sampler.check(target)
+    except UnsupportedTarget as exc:
+        return _failure(row, "skipped", exc)
+
+    ctx = FitContext(config.device, config.dtype, config.seed, config.profile, cache, progress=config.progress)
+    try:
+        start = time.perf_counter()
+        sample_fn = sampler.fit(target, ctx)
+        row["fit_seconds"] = time.perf_counter() - start
+        row["fit"] = {"models": ctx.models, "artifacts": ctx.artifacts}
+        with torch.inference_mode():
+            samples, nfe = sample_counted(sample_fn, config, derive_seed(config.seed, "sample", sampler_name, target.name))
+            samples = check_samples(samples, config.n, target.dim)
+            row["nfe"] = nfe
+            timed_fn = torch.compile(sample_fn) if config.compile else sample_fn
+            timing_seed = derive_seed(config.seed, "timing", sampler_name, target.name)
+            timing = Timer(config.device).measure(
+                lambda: timed_fn(config.n, seeded_generator(config.device, timing_seed)),
+                repeats=config.repeats,
+                warmup=config.warmup,
+            )
+        row["latency_ms"] = timing.summary()
+        row["samples_per_s"] = config.n / (row["latency_ms"]["median"] / 1e3)
+        metric_seed = derive_seed(config.seed, "metrics", sampler_name, target.name)
+        row["metrics"].update(compute_metrics(samples, data.reference, seed=metric_seed))
+        row["metrics"].update(target.extra_metrics(samples, data.reference))
+        bad_metrics = [k for k, v in row["metrics"].items() if not np.isfinite(v)]
+        if bad_metrics:
+            raise SampleError(f"metrics {bad_metrics} are not finite")
+        figure_samples[sampler_name] = samples[:FIGURE_POINTS].numpy()
+    except Exception as exc:  # one pair's failure must not stop the others
+        return _failure(row, "failed", exc)
+    return row
+
+
+def sample_counted(sample_fn: SampleFn, config: RunConfig, seed: int) -> tuple[Any, float]:
+    """Draw the fidelity sample while counting network calls (hooks off for timing)."""
+    with count_network_calls() as counter:
+        samples = sample_fn(config.n, seeded_generator(config.device, seed))
+    return samples, counter.nfe_per_sample(config.n)
+
+
+def metric_info(registry: Registry, target_names: list[str]) -> dict[str, dict[str, str]]:
+    """Label and better-direction of every metric that can appear in the results."""
+    specs = list(METRIC_SPECS)
+    for name in target_names:
+        specs.extend(registry.target(name).metric_specs)
+    info = {s.name: {"label": s.label, "better": s.better, "description": s.description} for s in specs}
+    info["mmd2_floor"] = {
+        "label": "MMD² floor",
+        "better": "lower",
+        "description": "MMD² between two independent sets of n exact target draws",
+    }
+    return info
+
+
+def run(
+    config: RunConfig,
+    registry: Registry,
+    out_dir: Path | None = None,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run every selected sampler on every selected target.
+
+    Args:
+        config: What to run.
+        registry: Where names are resolved (unknown names must be rejected before).
+        out_dir: If given, ``results.json`` and ``samples.npz`` are written there atomically
+            after every row, so an interrupted run keeps what it finished.
+        on_row: Called with each finished row (progress display).
+
+    Returns:
+        The results document (schema ``pingsbench.results/1``).
+    """
+    results: dict[str, Any] = {
+        "schema": RESULTS_SCHEMA,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "environment": environment(config.device, config.dtype),
+        "config": config.to_json(),
+        "metric_info": metric_info(registry, config.targets),
+        "rows": [],
+    }
+    cache = ModelCache(config.cache_dir)
+    figure_samples: dict[str, np.ndarray] = {}
+    for target_name in config.targets:
+        target = registry.target(target_name)
+        data = prepare_target(target, config)
+        figure_samples[f"{target_name}/reference"] = data.reference[:FIGURE_POINTS].numpy()
+        for sampler_name in config.samplers:
+            pair_samples: dict[str, np.ndarray] = {}
+            row = run_pair(sampler_name, target, data, registry, cache, config, pair_samples)
+            figure_samples.update({f"{target_name}/{k}": v for k, v in pair_samples.items()})
+            results["rows"].append(row)
+            if out_dir is not None:
+                write_results(results, out_dir)
+                write_samples(figure_samples, out_dir)
+            if on_row is not None:
+                on_row(row)
+    return results
+
+
+def json_safe(value: Any) -> Any:
+    """Replace non-finite floats (a diverged loss curve) by ``None``: JSON has no NaN."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_results(results: dict[str, Any], out_dir: Path) -> Path:
+    path = Path(out_dir) / "results.json"
+    text = json.dumps(json_safe(results), indent=2, allow_nan=False, default=str)
+    atomic_write_bytes(path, lambda handle: handle.write(text.encode()))
+    return path
+
+
+def write_samples(samples: dict[str, np.ndarray], out_dir: Path) -> Path:
+    path = Path(out_dir) / "samples.npz"
+    atomic_write_bytes(path, lambda handle: np.savez_compressed(handle, **samples))
+    return path
+
+
+def load_samples(out_dir: Path) -> dict[str, np.ndarray]:
+    path = Path(out_dir) / "samples.npz"
+    if not path.exists():
+        return {}
+    with np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}

@@ -1,0 +1,45 @@
+"""Shared fixtures: an isolated plugin manager and in-process plugin registration."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import pytest
+
+from bench.plugins import DISABLE_AUTOLOAD_ENV, PluginManager, get_plugin_manager
+from bench.registry import Registry
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("pingsbench", "pingsbench latency benchmarks (pytest --benchmark-only)")
+    group.addoption("--pingsbench-profile", default="quick", help="training profile of benchmarked samplers")
+    group.addoption("--pingsbench-n", type=int, default=10_000, help="points per sampling call")
+    group.addoption("--pingsbench-device", default="auto", help="auto, cpu or cuda")
+
+
+def pytest_collection_modifyitems(config, items):
+    # Benchmarks train models and time them: they run only when asked for with --benchmark-only.
+    if config.getoption("benchmark_only", default=False):
+        return
+    skip = pytest.mark.skip(reason="benchmark: run with `pytest --benchmark-only`")
+    for item in items:
+        if "benchmark" in getattr(item, "fixturenames", ()):
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def plugin_manager(monkeypatch) -> PluginManager:
+    """Built-in plugins only: installed third-party plugins are not autoloaded."""
+    monkeypatch.setenv(DISABLE_AUTOLOAD_ENV, "1")
+    return get_plugin_manager()
+
+
+@contextlib.contextmanager
+def registered(pm: PluginManager, plugin: object, name: str) -> Iterator[Registry]:
+    """Register ``plugin`` in-process, yield the resulting registry, always unregister."""
+    pm.register_from(plugin, name, f"test plugin {name}")
+    try:
+        yield Registry.from_plugin_manager(pm)
+    finally:
+        pm.unregister(name=name)

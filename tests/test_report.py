@@ -1,0 +1,52 @@
+"""Leaderboard rendering from a results document alone."""
+
+from __future__ import annotations
+
+from bench.report.markdown import render
+
+INFO = {
+    "mmd2": {"label": "MMD²", "better": "lower", "description": "kernel bank"},
+    "mmd2_pvalue": {"label": "MMD² p", "better": "higher", "description": "permutation test"},
+    "mmd2_floor": {"label": "MMD² floor", "better": "lower", "description": "two target draw sets"},
+}
+
+
+def _row(sampler, status="ok", median=10.0, mmd2=1e-3, error=None):
+    ok = status == "ok"
+    return {
+        "sampler": sampler, "target": "gmm3d", "status": status, "error": error, "n": 100,
+        "nfe": 1.0 if ok else None, "fit_seconds": 2.0,
+        "latency_ms": {"mean": median, "std": 0.5, "median": median, "min": median, "repeats": 5, "warmup": 3}
+        if ok else None,
+        "metrics": {"mmd2_floor": 2e-4, **({"mmd2": mmd2, "mmd2_pvalue": 0.5} if ok else {})},
+    }
+
+
+RESULTS = {
+    "schema": "pingsbench.results/1",
+    "environment": {"device": "cpu", "device_name": "x86_64", "dtype": "float32", "torch": "2.13.0",
+                    "torch_threads": 2, "python": "3.11", "platform": "linux", "pingsbench": "0.1.0"},
+    "config": {"profile": "smoke", "n": 100, "seed": 0, "repeats": 5, "warmup": 3,
+               "optimizations": {"torch_compile": False}},
+    "metric_info": INFO,
+    "rows": [_row("slow", median=100.0, mmd2=5e-3), _row("target-draws", median=1.0, mmd2=1e-4),
+             _row("broken", status="failed", error="RuntimeError: boom"), _row("fast", median=10.0)],
+}
+
+
+def test_table_has_directions_floor_speedup_and_failure_reason():
+    text = render(RESULTS, frontier=lambda rows: {"fast"})
+    assert "MMD² ↓" in text and "MMD² p ↑" in text
+    lines = text.splitlines()
+    floor_row = next(line for line in lines if "target-draws (floor)" in line)
+    assert "100.0×" in floor_row  # speed-up relative to the slowest ok row
+    assert next(line for line in lines if line.startswith("| slow")).count("1.0×") == 1
+    assert "fast ★" in text and "failed: RuntimeError: boom" in text
+    assert "MMD² floor: two independent target draw sets" in text and "2.00e-04" in text
+    assert "optimizations: none" in text and "profile `smoke`" in text
+
+
+def test_rows_ordered_floor_first_then_by_mmd2_then_failures():
+    names = [line.split("|")[1].strip() for line in render(RESULTS).splitlines()
+             if line.startswith("| ") and "sampler" not in line and "MMD² floor" not in line]
+    assert names == ["target-draws (floor)", "fast", "slow", "broken"]

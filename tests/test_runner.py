@@ -1,0 +1,137 @@
+"""The runner: failure isolation, measured NFE, results schema, atomic writes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bench import hookimpl
+from bench.cli import main
+from bench.contracts import Sampler, UnsupportedTarget
+from bench.profiles import get_profile
+from bench.registry import Registry
+from bench.runner import RESULTS_SCHEMA, RunConfig, run
+from tests.conftest import registered
+
+ROW_KEYS = {"sampler", "target", "status", "error", "nfe", "n", "latency_ms", "fit_seconds", "metrics"}
+LATENCY_KEYS = {"mean", "std", "median", "min", "repeats", "warmup"}
+PAPER_METRICS = {"mmd2", "mmd2_floor", "mean_mse", "cov_mse", "skew_mse", "kurt_mse", "swd", "energy"}
+
+
+class Simple(Sampler):
+    """A sampler defined by a function of (n, generator, target)."""
+
+    def __init__(self, name, draw):
+        self.name, self.draw = name, draw
+
+    def fit(self, target, ctx):
+        return lambda n, generator: self.draw(n, generator, target)
+
+
+class TwoCalls(Sampler):
+    """Two evaluations of a module per sample, in chunks: measured NFE must be 2."""
+
+    name = "two-calls"
+
+    def fit(self, target, ctx):
+        net = torch.nn.Linear(target.dim, target.dim)
+
+        def sample(n, generator):
+            x = target.sample(n, generator)
+            return torch.cat([net(net(chunk)) * 0 + chunk for chunk in x.split(700)])
+
+        return sample
+
+
+class Picky(Sampler):
+    name = "picky"
+
+    def check(self, target):
+        raise UnsupportedTarget("needs a 2-D target")
+
+    def fit(self, target, ctx):  # pragma: no cover - never reached
+        raise AssertionError
+
+
+def _raise(n, generator, target):
+    raise RuntimeError("boom inside the plugin")
+
+
+class Plugin:
+    @hookimpl
+    def register_samplers(self, register):
+        register(Simple("raises", _raise))
+        register(Simple("nan", lambda n, g, t: torch.full((n, t.dim), float("nan"))))
+        register(Simple("wrong-shape", lambda n, g, t: torch.zeros(n, t.dim + 1)))
+        register(TwoCalls())
+        register(Picky())
+
+
+@pytest.fixture
+def bad_plugin_registry(plugin_manager):
+    with registered(plugin_manager, Plugin(), "bad-plugins") as registry:
+        yield registry
+
+
+def _config(samplers, n=1_500):
+    return RunConfig(samplers, ["gmm3d"], get_profile("smoke"), torch.device("cpu"), n=n, repeats=2, warmup=1)
+
+
+def test_failing_pairs_become_failed_rows_and_the_rest_finish(bad_plugin_registry, tmp_path):
+    names = ["raises", "target-draws", "nan", "wrong-shape", "two-calls", "picky"]
+    results = run(_config(names), bad_plugin_registry, out_dir=tmp_path)
+    rows = {row["sampler"]: row for row in results["rows"]}
+    assert [rows[n]["status"] for n in names] == ["failed", "ok", "failed", "failed", "ok", "skipped"]
+    assert rows["raises"]["error"] == "RuntimeError: boom inside the plugin"
+    assert "NaN or inf" in rows["nan"]["error"]
+    assert "shape (1500, 4), expected (1500, 3)" in rows["wrong-shape"]["error"]
+    assert "needs a 2-D target" in rows["picky"]["error"]
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["rows"] == json.loads(json.dumps(results["rows"]))
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_nfe_is_measured_not_declared(bad_plugin_registry):
+    rows = run(_config(["two-calls", "target-draws"]), bad_plugin_registry)["rows"]
+    assert [row["nfe"] for row in rows] == [2.0, 0.0]
+
+
+def test_results_schema(bad_plugin_registry):
+    results = run(_config(["target-draws", "raises"], n=1_000), bad_plugin_registry)
+    assert results["schema"] == RESULTS_SCHEMA
+    assert {"environment", "config", "rows", "metric_info"} <= set(results)
+    assert {"torch", "torch_threads", "device", "device_name", "dtype"} <= set(results["environment"])
+    ok, failed = results["rows"]
+    assert ROW_KEYS <= set(ok) and ROW_KEYS <= set(failed)
+    assert set(ok["latency_ms"]) == LATENCY_KEYS and ok["latency_ms"]["repeats"] == 2
+    assert PAPER_METRICS <= set(ok["metrics"]) and "mode_weight_tv" in ok["metrics"]
+    assert all(results["metric_info"][m]["better"] in ("lower", "higher") for m in ok["metrics"])
+    assert failed["latency_ms"] is None and failed["status"] == "failed"
+
+
+def test_floor_row_sits_at_the_noise_floor(plugin_manager):
+    # Exact draws are indistinguishable from the held-out set: not significant, near the floor.
+    row = run(_config(["target-draws"], n=2_000), Registry.from_plugin_manager(plugin_manager))["rows"][0]
+    assert row["metrics"]["mmd2_pvalue"] > 0.01
+    assert abs(row["metrics"]["mmd2"]) < 10 * row["metrics"]["mmd2_floor"] + 1e-3
+
+
+def test_runs_are_reproducible_from_the_seed(plugin_manager):
+    registry = Registry.from_plugin_manager(plugin_manager)
+    first, second = (run(_config(["target-draws"], n=800), registry)["rows"][0]["metrics"] for _ in range(2))
+    assert first == second
+
+
+def test_cli_exit_status_and_report_for_failed_rows(plugin_manager, tmp_path, monkeypatch):
+    plugin_manager.register_from(Plugin(), "bad-plugins-cli", "test plugin")
+    monkeypatch.setattr("bench.cli.get_plugin_manager", lambda: plugin_manager)
+    code = main(["run", "--samplers", "target-draws,raises,nan,wrong-shape", "--targets", "gmm3d",
+                 "--profile", "smoke", "--n", "800", "--repeats", "1", "--warmup", "0", "--no-cache",
+                 "--no-progress", "--out", str(tmp_path)])
+    assert code == 1
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [r["status"] for r in results["rows"]] == ["ok", "failed", "failed", "failed"]
+    board = (tmp_path / "leaderboard.md").read_text()
+    assert "failed: RuntimeError: boom inside the plugin" in board

@@ -1,0 +1,68 @@
+"""The timer synchronizes the device around each timed call; NFE counting sees every network call."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench import timing
+from bench.timing import Timer, count_network_calls
+
+
+class FakeClock:
+    def __init__(self, events):
+        self.events, self.now = events, 0.0
+
+    def __call__(self):
+        self.events.append("clock")
+        self.now += 1.0
+        return self.now
+
+
+def test_timer_synchronizes_cuda_before_and_after_each_timed_call():
+    events = []
+    timer = Timer("cuda", clock=FakeClock(events), synchronize=lambda device: events.append(f"sync:{device.type}"))
+    timing_ = timer.measure(lambda: events.append("call"), repeats=2, warmup=1)
+    assert events == ["call", "sync:cuda"] + ["sync:cuda", "clock", "call", "sync:cuda", "clock"] * 2
+    assert timing_.summary()["repeats"] == 2 and timing_.summary()["warmup"] == 1
+    assert timing_.times_ms == (1000.0, 1000.0)
+
+
+def test_default_synchronize_calls_cuda_for_a_cuda_device(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(device))
+    timing.synchronize(torch.device("cuda"))
+    timing.synchronize(torch.device("cpu"))
+    assert calls == [torch.device("cuda")]
+
+
+def test_summary_statistics():
+    summary = timing.Timing((1.0, 2.0, 6.0), warmup=3).summary()
+    assert summary == pytest.approx({"mean": 3.0, "std": 2.6457513, "median": 2.0, "min": 1.0,
+                                     "repeats": 3, "warmup": 3})
+
+
+def test_invalid_repeats_rejected():
+    with pytest.raises(ValueError):
+        Timer("cpu").measure(lambda: None, repeats=0)
+
+
+def test_counts_top_level_calls_by_rows_and_ignores_nested_modules():
+    net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    x = torch.randn(100, 3)
+    with count_network_calls() as counter:
+        for chunk in x.split(30):  # one evaluation of every sample, in 4 chunks
+            net(chunk)
+        net(net(x))  # two more evaluations of every sample
+    assert counter.calls == 6
+    assert counter.nfe_per_sample(100) == 3.0
+
+
+def test_hooks_are_removed_after_counting_even_on_error():
+    net = torch.nn.Linear(2, 2)
+    with pytest.raises(RuntimeError):
+        with count_network_calls():
+            net(torch.randn(4, 3))  # wrong shape raises inside forward
+    with count_network_calls() as counter:
+        net(torch.randn(5, 2))
+    assert counter.calls == 1 and counter.rows == 5
