@@ -23,7 +23,12 @@ BUILTIN_SOURCE = "pingsbench (built-in)"
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "targets.gmm",
+    "targets.dho",
     "samplers.reference",
+    "samplers.diffusion.plugin",
+    "samplers.pings",
+    "samplers.flow",
+    "samplers.onestep",
 )
 
 

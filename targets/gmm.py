@@ -77,10 +77,16 @@ class GaussianMixture(Target):
         return (means[components] + stds[components] * noise).to(dtype)
 
     def _component_log_probs(self, x: Tensor, means: Tensor, variances: Tensor, weights: Tensor) -> Tensor:
-        """``log π_k + log N(x; m_k, diag(v_k))``, shape ``(n, K)``; means/variances ``(K, d)`` or ``(n, K, d)``."""
+        """``log π_k + log N(x; m_k, diag(v_k))``, shape ``(n, K)``; means/variances ``(K, d)`` or ``(n, K, d)``.
+
+        Each row is clamped to at least its maximum − 80: components that far
+        below the best one weigh < e⁻⁸⁰ in every softmax / log-sum-exp, and
+        exponentiating them would take the CPU's slow denormal path.
+        """
         diff = x[:, None, :] - means
         log_norm = -0.5 * (diff.square() / variances + variances.log() + math.log(2 * math.pi)).sum(-1)
-        return weights.log() + log_norm
+        logits = weights.log() + log_norm
+        return torch.maximum(logits, logits.amax(-1, keepdim=True) - 80.0)
 
     def responsibilities(self, x: Tensor) -> Tensor:
         """Posterior component probabilities ``r_k(x)``, shape ``(n, K)``."""
