@@ -34,6 +34,10 @@ if TYPE_CHECKING:
     from bench.profiles import Profile
 
 
+#: Name of the sampler that draws exactly from the target: its row is every metric's noise floor.
+REFERENCE_SAMPLER = "target-draws"
+
+
 class UnsupportedTarget(Exception):
     """Raised by :meth:`Sampler.check` when a sampler cannot run on a target.
 

@@ -7,11 +7,11 @@ metrics is what a perfect sampler scores at this sample size.
 from __future__ import annotations
 
 from bench import hookimpl
-from bench.contracts import FitContext, SampleFn, Sampler, Target
+from bench.contracts import REFERENCE_SAMPLER, FitContext, SampleFn, Sampler, Target
 
 
 class TargetDraws(Sampler):
-    name = "target-draws"
+    name = REFERENCE_SAMPLER
     description = "exact draws from the target with an independent seed (the noise floor)"
 
     def fit(self, target: Target, ctx: FitContext) -> SampleFn:

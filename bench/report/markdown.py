@@ -11,8 +11,9 @@ from typing import Any, Callable, Iterable, Mapping
 
 from tabulate import tabulate
 
+from bench.contracts import REFERENCE_SAMPLER
+
 ARROWS = {"lower": "↓", "higher": "↑"}
-REFERENCE_SAMPLER = "target-draws"
 #: Generic metric columns, in order; target-specific metrics follow them.
 CORE_METRICS = ("mmd2", "mmd2_pvalue", "mmd2_median", "mean_mse", "cov_mse", "skew_mse", "kurt_mse", "swd", "energy")
 

@@ -16,11 +16,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from bench.cache import atomic_write_bytes
+from bench.contracts import REFERENCE_SAMPLER
 
 Row = Mapping[str, Any]
-
-#: Name of the exact-draws sampler whose metrics give the noise floor.
-REFERENCE_SAMPLER = "target-draws"
 
 #: Cost axes: name -> (axis label, how to read it from a row).
 COSTS: dict[str, tuple[str, Callable[[Row], Any]]] = {
