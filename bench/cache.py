@@ -37,6 +37,12 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("PINGSBENCH_CACHE") or user_cache_dir("pingsbench"))
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
     """Write a file via a temporary sibling and ``os.replace`` so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,6 +50,7 @@ def atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
+        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

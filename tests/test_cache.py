@@ -104,3 +104,15 @@ def test_training_is_deterministic_from_the_seed():
     other_seed = _ctx(ModelCache(None), seed=5).cached_model("init", gmm3d(), {}, random_init, noop)
     assert torch.equal(first.weight, second.weight)
     assert not torch.equal(first.weight, other_seed.weight)
+
+
+def test_atomic_write_gives_ordinary_permissions(tmp_path):
+    import os
+
+    from bench.cache import atomic_write_bytes
+
+    path = tmp_path / "report.md"
+    atomic_write_bytes(path, lambda handle: handle.write(b"x"))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.read_bytes() == b"x" and (path.stat().st_mode & 0o777) == 0o666 & ~mask
