@@ -190,7 +190,10 @@ def minibatch_ot_coupling(x_0: Tensor, z: Tensor, block: int) -> Tensor:
     Returns:
         A permutation of the rows of ``z`` within each block, shape ``(n, d)``.
     """
-    from scipy.optimize import linear_sum_assignment
+    try:
+        from scipy.optimize import linear_sum_assignment
+    except ImportError as exc:  # scipy is an optional dependency of pingsbench
+        raise ImportError("minibatch-OT couplings (ot-flow-matching-<N>) need scipy: pip install scipy") from exc
 
     paired = torch.empty_like(z)
     for start in range(0, len(z), block):
@@ -391,8 +394,11 @@ class FlowMatchingFamily(SamplerFamily):
     pattern = "[ot-]flow-matching-<steps>"
     regex = re.compile(r"(?P<ot>ot-)?flow-matching-(?P<steps>[1-9][0-9]*)")
     description = "conditional flow matching on the straight path, Euler sampling; ot- = minibatch-OT couplings"
-    defaults = ("flow-matching-1", "flow-matching-8")
-    sweep = tuple(f"flow-matching-{n}" for n in (1, 2, 4, 8, 16, 32))
+    defaults = ("flow-matching-1", "flow-matching-8", "ot-flow-matching-1")
+    sweep = (
+        *(f"flow-matching-{n}" for n in (1, 2, 4, 8, 16, 32)),
+        *(f"ot-flow-matching-{n}" for n in (1, 2, 4, 8)),
+    )
 
     def build(self, name: str, match: re.Match[str]) -> Sampler:
         return FlowMatchingSampler(name, int(match["steps"]), "ot" if match["ot"] else "independent")

@@ -17,6 +17,7 @@ from samplers.flow import (
     RectifiedFlowSampler,
     build_mlp,
     euler,
+    fit_standardization,
     flow_matching_loss,
     flow_matching_model,
     heun,
@@ -45,8 +46,10 @@ class GaussianVelocity(nn.Module):
         return (t - (1 - t) * STD**2) / variance * (x - (1 - t) * MU) - MU
 
 
-def _ctx(seed: int = 0) -> FitContext:
-    return FitContext(torch.device("cpu"), torch.float32, seed, get_profile("smoke"), ModelCache(None))
+@pytest.fixture(scope="module")
+def ctx() -> FitContext:
+    """One smoke-budget context per module, so the flow-matching net is trained once for all tests."""
+    return FitContext(torch.device("cpu"), torch.float32, 0, get_profile("smoke"), ModelCache(None))
 
 
 def test_cfm_loss_excess_over_exact_velocity_is_the_field_error():
@@ -68,7 +71,8 @@ def test_cfm_loss_excess_over_exact_velocity_is_the_field_error():
         def forward(self, x, t):
             return 1.05 * exact(x, t)
 
-    assert float(flow_matching_loss(Shifted(), x_0, z, t) - best) == pytest.approx(float(shift.square().sum()), rel=0.05)
+    excess = float(flow_matching_loss(Shifted(), x_0, z, t) - best)
+    assert excess == pytest.approx(float(shift.square().sum()), rel=0.05)
     x_t = (1 - t) * x_0 + t * z
     expected = float((0.05 * exact(x_t, t)).square().sum(1).mean())
     assert float(flow_matching_loss(Scaled(), x_0, z, t) - best) == pytest.approx(expected, rel=0.05)
@@ -102,6 +106,21 @@ def test_minibatch_ot_coupling_is_an_optimal_blockwise_permutation():
         assert cost == pytest.approx(brute, rel=1e-6)
 
 
+def test_standardization_round_trips_and_keeps_constant_coordinates_finite():
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(1000, 3, generator=g) * torch.tensor([2.0, 0.5, 0.0]) + torch.tensor([1.0, -3.0, 0.7])
+    net = build_mlp(3, 1)
+    fit_standardization(net, x)
+    y = net.standardize(x)
+    torch.testing.assert_close(y[:, :2].mean(0), torch.zeros(2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(y[:, :2].std(0), torch.ones(2), atol=1e-5, rtol=0)
+    # The constant coordinate gets 1% of the largest std, not a division by zero.
+    assert float(net.data_std[2]) == pytest.approx(0.01 * float(net.data_std[0]))
+    torch.testing.assert_close(net.unstandardize(y), x)
+    # The standardisation is part of the saved state, so a cached model restores it.
+    assert {"data_mean", "data_std"} <= set(net.state_dict())
+
+
 def test_network_matches_the_epsnet_size():
     from samplers.diffusion import DiscreteVPSchedule, EpsNet
 
@@ -111,29 +130,30 @@ def test_network_matches_the_epsnet_size():
         assert ours == theirs
 
 
-def test_one_velocity_net_serves_every_step_count_and_nfe_is_the_step_count():
-    target, ctx = gmm3d(), _ctx()
-    family = FlowMatchingFamily()
+def test_one_velocity_net_serves_every_step_count_and_nfe_is_the_step_count(ctx):
+    target, family = gmm3d(), FlowMatchingFamily()
+    velocities = []
     for steps in (1, 3, 8):
         sample = family.resolve(f"flow-matching-{steps}").fit(target, ctx)
+        velocities.append(flow_matching_model(target, ctx))
         with count_network_calls() as counter:
             x = sample(500, torch.Generator().manual_seed(0))
         assert x.shape == (500, 3) and bool(torch.isfinite(x).all())
         assert counter.nfe_per_sample(500) == steps
-    assert [m["source"] for m in ctx.models] == ["trained", "memory", "memory"]
+    assert all(v is velocities[0] for v in velocities)
     assert family.resolve("ot-flow-matching-2").coupling == "ot"
     assert family.resolve("flow-matching-0") is None
 
 
-def test_sampling_is_deterministic_given_the_generator():
-    sample = FlowMatchingFamily().resolve("flow-matching-2").fit(gmm3d(), _ctx())
+def test_sampling_is_deterministic_given_the_generator(ctx):
+    sample = FlowMatchingFamily().resolve("flow-matching-2").fit(gmm3d(), ctx)
     a, b = (sample(100, torch.Generator().manual_seed(5)) for _ in range(2))
     c = sample(100, torch.Generator().manual_seed(6))
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-def test_reflow_one_step_moves_towards_the_base_flows_ode_map():
-    target, ctx = gmm3d(), _ctx()
+def test_reflow_one_step_moves_towards_the_base_flows_ode_map(ctx):
+    target = gmm3d()
     base = flow_matching_model(target, ctx)
     reflowed = rectified_flow_model(target, ctx)
     z = torch.randn(2000, 3, generator=torch.Generator().manual_seed(3))

@@ -87,6 +87,9 @@ def test_noise_floor_is_the_larger_of_reference_value_and_reported_floor():
     assert noise_floor(ROWS, "mmd2") == pytest.approx(2e-4)
     assert noise_floor(ROWS, "swd") == pytest.approx(1e-3)
     assert noise_floor(ROWS, "energy") is None
+    # An unbiased estimate at the floor can be negative; its magnitude is the noise scale.
+    negative = [_row("target-draws", 0.0, 0.5, -3e-4, 1e-3, mmd2_floor=-1e-4)]
+    assert noise_floor(negative, "mmd2") == pytest.approx(3e-4)
 
 
 def test_plot_writes_a_png(tmp_path):

@@ -108,10 +108,14 @@ def frontier_names(rows: Iterable[Row], cost_key: str, metric: str) -> set[str]:
 
 
 def noise_floor(rows: Iterable[Row], metric: str) -> float | None:
-    """The largest of the reference row's ``metric`` and any row's ``<metric>_floor`` (positive values only).
+    """The largest magnitude of the reference row's ``metric`` and any row's ``<metric>_floor``.
+
+    Magnitudes, because an unbiased estimate (MMD², energy) of a perfect
+    sampler scatters around zero: a negative value is as much noise as a
+    positive one.
 
     Returns:
-        The floor, or ``None`` if no row provides a positive one.
+        The floor, or ``None`` if no row provides a non-zero one.
     """
     candidates = []
     for row in rows:
@@ -121,8 +125,8 @@ def noise_floor(rows: Iterable[Row], metric: str) -> float | None:
         candidates.append(metrics.get(f"{metric}_floor"))
         if row.get("sampler") == REFERENCE_SAMPLER:
             candidates.append(metrics.get(metric))
-    positive = [float(v) for v in candidates if _finite(v) and v > 0]
-    return max(positive) if positive else None
+    magnitudes = [abs(float(v)) for v in candidates if _finite(v) and v != 0]
+    return max(magnitudes) if magnitudes else None
 
 
 def _draw_panel(ax: Any, rows: list[Row], cost_key: str, metric: str, floor: float | None) -> None:
@@ -144,6 +148,11 @@ def _draw_panel(ax: Any, rows: list[Row], cost_key: str, metric: str, floor: flo
     # Unbiased estimates can be ≤ 0 (at the floor): pin them to the axis bottom as ▼.
     bottom = min(positive) / 3 if positive else 1e-6
     on_front = pareto_front([(c, v) for _, c, v in points])
+    # Samplers of equal cost (e.g. every NFE = 1 method) share an x: alternate their labels right/left.
+    label_side = {}
+    for cost in {c for _, c, _ in points}:
+        same = sorted((v, name) for name, c, v in points if c == cost)
+        label_side.update({name: k % 2 for k, (_, name) in enumerate(same)})
     for (name, cost, value), on in zip(points, on_front):
         shown = max(value, bottom)
         ax.scatter(
@@ -151,7 +160,9 @@ def _draw_panel(ax: Any, rows: list[Row], cost_key: str, metric: str, floor: flo
             marker="v" if value <= bottom else "o",
             facecolors="tab:red" if on else "none", edgecolors="tab:red" if on else "tab:gray",
         )
-        ax.annotate(name, (cost, shown), xytext=(3, 3), textcoords="offset points", fontsize=6)
+        left = label_side[name]
+        ax.annotate(name, (cost, shown), xytext=(-4 if left else 4, 3), textcoords="offset points",
+                    ha="right" if left else "left", fontsize=6)
     front = sorted((c, max(v, bottom)) for (_, c, v), on in zip(points, on_front) if on)
     right = max(c for _, c, _ in points) * 1.5
     ax.plot(
@@ -161,7 +172,9 @@ def _draw_panel(ax: Any, rows: list[Row], cost_key: str, metric: str, floor: flo
     if floor:
         ax.axhspan(bottom / 3, floor, color="tab:gray", alpha=0.2, lw=0, label="noise floor")
     ax.set_ylim(bottom=bottom / 3)
-    ax.legend(fontsize=6, loc="upper right")
+    # Room for the labels of the cheapest (left-hand) and costliest samplers.
+    ax.set_xlim(min(c for _, c, _ in points) / 4, right * 2)
+    ax.legend(fontsize=6, loc="best")
 
 
 def plot_pareto(
