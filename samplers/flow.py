@@ -394,7 +394,7 @@ class FlowMatchingFamily(SamplerFamily):
     pattern = "[ot-]flow-matching-<steps>"
     regex = re.compile(r"(?P<ot>ot-)?flow-matching-(?P<steps>[1-9][0-9]*)")
     description = "conditional flow matching on the straight path, Euler sampling; ot- = minibatch-OT couplings"
-    defaults = ("flow-matching-1", "flow-matching-8", "ot-flow-matching-1")
+    defaults = ("flow-matching-1", "flow-matching-8")
     sweep = (
         *(f"flow-matching-{n}" for n in (1, 2, 4, 8, 16, 32)),
         *(f"ot-flow-matching-{n}" for n in (1, 2, 4, 8)),

@@ -55,8 +55,14 @@ class GaussianAverageVelocity(nn.Module):
         return torch.where(gap > 0, (x - x_r) / safe_gap, _marginal_velocity(x, t))
 
 
-def _ctx(profile: str = "smoke", seed: int = 0) -> FitContext:
-    return FitContext(torch.device("cpu"), torch.float32, seed, get_profile(profile), ModelCache(None))
+def _ctx(seed: int = 0) -> FitContext:
+    return FitContext(torch.device("cpu"), torch.float32, seed, get_profile("smoke"), ModelCache(None))
+
+
+@pytest.fixture(scope="module")
+def ctx() -> FitContext:
+    """One smoke-budget context per module, so the teacher ε-net is trained once for all tests."""
+    return _ctx()
 
 
 def test_exact_average_velocity_is_the_fixed_point_of_the_meanflow_target():
@@ -88,16 +94,16 @@ def test_jumps_of_the_exact_average_velocity_are_exact(steps):
     assert counter.calls == steps
 
 
-def test_meanflow_nfe_is_the_number_of_jumps():
-    target, ctx = gmm3d(), _ctx()
-    family = MeanFlowFamily()
+def test_meanflow_nfe_is_the_number_of_jumps(ctx):
+    target, family = gmm3d(), MeanFlowFamily()
+    first = len(ctx.models)
     for steps in (1, 2):
         sample = family.resolve(f"meanflow-{steps}").fit(target, ctx)
         with count_network_calls() as counter:
             x = sample(400, torch.Generator().manual_seed(0))
         assert x.shape == (400, 3) and bool(torch.isfinite(x).all())
         assert counter.nfe_per_sample(400) == steps
-    assert [m["source"] for m in ctx.models] == ["trained", "memory"]
+    assert [(m["kind"], m["source"]) for m in ctx.models[first:]] == [("meanflow", "trained"), ("meanflow", "memory")]
 
 
 def test_teacher_pairs_solve_the_probability_flow_ode():
@@ -120,8 +126,8 @@ def test_teacher_pairs_solve_the_probability_flow_ode():
     assert float((teacher_pairs(teacher, z, 25) - exact).abs().max()) > 8 * error
 
 
-def test_distillation_pairs_are_seeded_teacher_solutions():
-    target, ctx = gmm3d(), _ctx()
+def test_distillation_pairs_are_seeded_teacher_solutions(ctx):
+    target = gmm3d()
     teacher = get_epsnet(target, ctx)
     z, x = distillation_pairs(target, ctx, teacher, 300, 10)
     assert z.shape == x.shape == (300, 3)
@@ -132,13 +138,14 @@ def test_distillation_pairs_are_seeded_teacher_solutions():
     assert not torch.equal(z, z_other)
 
 
-def test_distilled_student_is_one_call_and_keyed_by_its_teacher():
-    target, ctx = gmm3d(), _ctx()
+def test_distilled_student_is_one_call_and_keyed_by_its_teacher(ctx):
+    target = gmm3d()
+    first = len(ctx.models)
     sample = DistilledSampler().fit(target, ctx)
     with count_network_calls() as counter:
         x = sample(400, torch.Generator().manual_seed(0))
     assert x.shape == (400, 3) and counter.nfe_per_sample(400) == 1
-    assert [m["kind"] for m in ctx.models] == ["epsnet", "distilled"]
+    assert [m["kind"] for m in ctx.models[first:]] == ["epsnet", "distilled"]
     teacher = get_epsnet(target, ctx)
     digest = weights_digest(teacher)
     assert weights_digest(teacher) == digest
