@@ -6,6 +6,7 @@ import contextlib
 from typing import Iterator
 
 import pytest
+import torch
 
 from bench.plugins import DISABLE_AUTOLOAD_ENV, PluginManager, get_plugin_manager
 from bench.registry import Registry
@@ -26,6 +27,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "benchmark" in getattr(item, "fixturenames", ()):
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Run a module's tests on one torch thread and restore the setting afterwards.
+
+    Tiny MLPs gain nothing from intra-op threads, and on a shared 2-core machine
+    two OpenMP threads spin against each other (training steps measured 6× slower).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

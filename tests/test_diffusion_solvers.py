@@ -31,13 +31,7 @@ ORDERS = {"ddim": 1, "heun": 2, "dpm-solver-2": 2, "dpm-solver++-2m": 2}
 FAMILIES = {spec.prefix: DiffusionSolverFamily(spec) for spec in SPECS}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared 2-core box they thrash."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -19,13 +19,7 @@ from targets.gmm import GaussianMixture, gmm3d
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny MLPs gain nothing from intra-op threads, and on a shared 2-core box they thrash."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def smoke_context(seed: int = 0) -> FitContext:

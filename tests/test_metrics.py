@@ -23,14 +23,7 @@ from bench.metrics.pairwise import _GaussianSum, _random_splits, _two_sample_sta
 from bench.seeding import derive_seed
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny problems: intra-op thread syncs cost more than they save, badly so on a
-    # busy machine.  The worker-thread path is covered by the thread-count test.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _gaussians(n: int, d: int, seed: int, mean: float | torch.Tensor = 0.0, std: float = 1.0) -> torch.Tensor:

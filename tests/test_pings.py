@@ -36,14 +36,7 @@ from targets.gmm import GaussianMixture, gmm3d
 TINY = Budget(steps=3, validate_every=1, validation_points=128)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Training steps are many small ops: on a busy 2-core machine two OpenMP threads wait on each other
-    (a smoke training took 142 s instead of 8 s), so these tests run single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def make_ctx(seed: int = 0) -> FitContext:
