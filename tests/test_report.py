@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.report.markdown import render
+from bench.report.markdown import render, training_seconds
 
 INFO = {
     "mmd2": {"label": "MMD²", "better": "lower", "description": "kernel bank"},
@@ -50,3 +50,20 @@ def test_rows_ordered_floor_first_then_by_mmd2_then_failures():
     names = [line.split("|")[1].strip() for line in render(RESULTS).splitlines()
              if line.startswith("| ") and "sampler" not in line and "MMD² floor" not in line]
     assert names == ["target-draws (floor)", "fast", "slow", "broken"]
+
+
+def test_training_time_counts_shared_models_in_every_row_that_uses_them():
+    epsnet = {"id": "epsnet-1", "kind": "epsnet", "train_seconds": 40.0}
+    trained_here = {**_row("ddim-50"), "fit_seconds": 41.0,
+                    "fit": {"models": [{**epsnet, "source": "trained"}], "artifacts": {}}}
+    reused = {**_row("dpm-solver++-2m-20"), "fit_seconds": 0.001,
+              "fit": {"models": [{**epsnet, "source": "memory"}], "artifacts": {}}}
+    student = {**_row("distilled-1"), "fit_seconds": 12.0, "fit": {"models": [
+        {**epsnet, "source": "memory"}, {"id": "distilled-1", "kind": "distilled", "source": "trained",
+                                         "train_seconds": 12.0}], "artifacts": {}}}
+    exact = {**_row("ddim-50@exact"), "fit": {"models": [], "artifacts": {}}}
+    assert [training_seconds(r) for r in (trained_here, reused, student, exact)] == [40.0, 40.0, 52.0, 0.0]
+    assert training_seconds(_row("broken", status="failed", error="x")) is None
+    lines = render({**RESULTS, "rows": [trained_here, reused]}).splitlines()
+    assert "train s ↓" in lines[next(i for i, line in enumerate(lines) if line.startswith("| sampler"))]
+    assert all("| 40.0 " in line for line in lines if line.startswith(("| ddim-50", "| dpm-solver")))
