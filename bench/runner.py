@@ -33,6 +33,14 @@ log = logging.getLogger("pingsbench")
 RESULTS_SCHEMA = "pingsbench.results/1"
 #: Points per sampler kept for figures (``samples.npz``), enough for a readable scatter.
 FIGURE_POINTS = 2_000
+#: Values per sampler kept at most, so high-dimensional targets (whose figures draw
+#: a few dozen curves) keep fewer points and the committed ``samples.npz`` stays small.
+FIGURE_VALUES = 16_000
+
+
+def figure_points(dim: int) -> int:
+    """How many of a sampler's points ``samples.npz`` keeps for a target of dimension ``dim``."""
+    return max(1, min(FIGURE_POINTS, FIGURE_VALUES // dim))
 
 
 @dataclasses.dataclass
@@ -171,7 +179,7 @@ def run_pair(
         bad_metrics = [k for k, v in row["metrics"].items() if not np.isfinite(v)]
         if bad_metrics:
             raise SampleError(f"metrics {bad_metrics} are not finite")
-        figure_samples[sampler_name] = samples[:FIGURE_POINTS].numpy()
+        figure_samples[sampler_name] = samples[: figure_points(target.dim)].numpy()
     except Exception as exc:  # one pair's failure must not stop the others
         return _failure(row, "failed", exc)
     return row
@@ -229,7 +237,7 @@ def run(
     for target_name in config.targets:
         target = registry.target(target_name)
         data = prepare_target(target, config)
-        figure_samples[f"{target_name}/reference"] = data.reference[:FIGURE_POINTS].numpy()
+        figure_samples[f"{target_name}/reference"] = data.reference[: figure_points(target.dim)].numpy()
         for sampler_name in config.samplers:
             pair_samples: dict[str, np.ndarray] = {}
             row = run_pair(sampler_name, target, data, registry, cache, config, pair_samples)

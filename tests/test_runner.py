@@ -12,7 +12,7 @@ from bench.cli import main
 from bench.contracts import Sampler, UnsupportedTarget
 from bench.profiles import get_profile
 from bench.registry import Registry
-from bench.runner import RESULTS_SCHEMA, RunConfig, run
+from bench.runner import FIGURE_VALUES, RESULTS_SCHEMA, RunConfig, load_samples, run
 from tests.conftest import registered
 
 ROW_KEYS = {"sampler", "target", "status", "error", "nfe", "n", "latency_ms", "fit_seconds", "metrics"}
@@ -116,6 +116,16 @@ def test_floor_row_sits_at_the_noise_floor(plugin_manager):
     row = run(_config(["target-draws"], n=2_000), Registry.from_plugin_manager(plugin_manager))["rows"][0]
     assert row["metrics"]["mmd2_pvalue"] > 0.01
     assert abs(row["metrics"]["mmd2"]) < 10 * row["metrics"]["mmd2_floor"] + 1e-3
+
+
+def test_figure_samples_keep_fewer_points_in_high_dimension(plugin_manager, tmp_path):
+    config = _config(["target-draws"], n=1_000)
+    config.targets = ["gmm3d", "dho"]
+    run(config, Registry.from_plugin_manager(plugin_manager), out_dir=tmp_path)
+    kept = {key: array.shape for key, array in load_samples(tmp_path).items()}
+    dho_points = FIGURE_VALUES // 64
+    assert kept == {"gmm3d/reference": (1_000, 3), "gmm3d/target-draws": (1_000, 3),
+                    "dho/reference": (dho_points, 64), "dho/target-draws": (dho_points, 64)}
 
 
 def test_runs_are_reproducible_from_the_seed(plugin_manager):
