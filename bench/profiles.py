@@ -43,7 +43,9 @@ PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
         Profile("smoke", "seconds per model; for tests and plumbing checks, not for conclusions", n=2_000),
-        Profile("quick", "CPU-friendly budgets; the default, whole run in about ten minutes on 2 cores", n=10_000),
+        Profile(
+            "quick", "CPU-friendly budgets; the default: both built-in targets in about 25 minutes on 2 cores", n=10_000
+        ),
         Profile("paper", "the paper's published training budgets (20 000 steps); hours on a CPU", n=10_000),
     )
 }
