@@ -10,7 +10,7 @@ The paper's tanh saturates on the rare large ``|x_T|`` it saw little of in
 training: on ``gmm3d`` (quick budget) about 0.5–0.8% of DDIM-50 trajectories
 that start in the prior's tails drift outward to ``|x| ≈ 10–100``, which the
 moment columns show and the bounded-kernel MMD² hardly does; the SiLU net
-trained identically has none at the same MMD².  The default keeps the paper's
+trained identically has none at a similar MMD².  The default keeps the paper's
 choice; ``@silu`` is there to check it.
 """
 
