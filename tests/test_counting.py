@@ -19,7 +19,8 @@ from bench.counting import CallCounter, CountedTarget, count_evaluations, evalua
 from bench.plugins import DISABLE_AUTOLOAD_ENV, get_plugin_manager
 from bench.profiles import get_profile
 from bench.registry import Registry
-from bench.runner import RunConfig, run
+from bench.report.markdown import render
+from bench.runner import PairSession, RunConfig, run
 from targets.gmm import gmm3d
 from tests.conftest import registered
 
@@ -323,3 +324,34 @@ def test_declared_nfe_disagreeing_with_the_count_is_flagged(rows):
     assert rows["declares-2"]["nfe"] == rows["declares-3"]["nfe"] == 2.0
     assert rows["declares-2"]["warnings"] == []
     assert rows["declares-3"]["warnings"] == ["counted NFE 2 differs from the 3 the sampler declares"]
+
+
+def test_leaderboard_marks_warnings_and_shows_the_oracle_part(rows):
+    results = {
+        "environment": {"device": "cpu", "device_name": "x", "dtype": "float32", "torch": "2", "torch_threads": 1,
+                        "python": "3", "platform": "linux", "pingsbench": "0"},
+        "config": {"profile": "smoke", "n": 400, "seed": 0, "repeats": 1, "warmup": 0},
+        "metric_info": {},
+        "rows": list(rows.values()),
+    }
+    lines = render(results).splitlines()
+
+    def nfe_cell(name):
+        return next(line.split("|")[2].strip() for line in lines if line.startswith(f"| {name}"))
+
+    assert nfe_cell("langevin-50") == "50 (50 oracle)" and nfe_cell("ddim-5@exact") == "5"
+    assert nfe_cell("standard-normal") == "0 ⚠" and nfe_cell("declares-3") == "2 ⚠"
+    assert nfe_cell("declares-2") == "2" and nfe_cell(REFERENCE_SAMPLER) == "0"
+    assert "- ⚠ **declares-3**: counted NFE 2 differs from the 3 the sampler declares" in lines
+    assert sum(line.startswith("- ⚠ **standard-normal**: NFE 0") for line in lines) == 1
+
+
+@pytest.mark.parametrize("name", ["ddim-7@exact", "dpm-solver-heun-3@exact", "dpm-solver-2-6@exact",
+                                  "dpm-solver++-2m-5@exact"])
+def test_built_in_solvers_declare_the_nfe_they_are_counted_at(name, plugin_manager):
+    registry = Registry.from_plugin_manager(plugin_manager)
+    config = RunConfig([name], ["gmm3d"], get_profile("smoke"), torch.device("cpu"), n=50)
+    session = PairSession.fit(registry.sampler(name), gmm3d(), config, ModelCache(None))
+    _, nfe = session.sample_counted()
+    assert nfe["nfe"] == session.sampler.expected_nfe(session.target) > 0 and nfe["warnings"] == []
+
