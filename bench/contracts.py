@@ -9,10 +9,11 @@ through the classes below, which plugins subclass:
   (which owns device, dtype, seed, training budget and the model cache) and
   returning a :data:`SampleFn` that draws ``n`` points from a seeded generator.
 
-Network evaluations are *measured* by the runner (every top-level
-``torch.nn.Module`` call is counted, see :mod:`bench.timing`), so a sampler
-must run each network or closed-form denoiser it uses as an ``nn.Module``
-call and never declares its own NFE.
+Function evaluations are *counted* by the runner (see :mod:`bench.counting`):
+every outermost ``torch.nn.Module`` call and every target oracle call
+(``score``, ``noised_score``, ``log_prob``) made while sampling, by the rows
+it evaluates.  A sampler may declare the NFE it expects
+(:meth:`Sampler.expected_nfe`); a disagreement is flagged, never trusted.
 """
 
 from __future__ import annotations
@@ -162,6 +163,20 @@ class Sampler(abc.ABC):
 
     def check(self, target: Target) -> None:
         """Raise :class:`UnsupportedTarget` if this sampler cannot run on ``target``."""
+
+    def expected_nfe(self, target: Target) -> float | None:
+        """The NFE per sample this sampler should be counted at on ``target``, if known exactly.
+
+        NFE is the number of points evaluated per sample by outermost
+        ``nn.Module`` calls plus target oracle calls (``score``, ``noised_score``,
+        ``log_prob``) while sampling, e.g. ``steps × calls_per_step`` for an ODE
+        solver.  The runner still counts; a declared value that disagrees with
+        the count puts a warning in the row and the leaderboard.
+
+        Returns:
+            The expected NFE, or ``None`` (the default) when not declared.
+        """
+        return None
 
     @abc.abstractmethod
     def fit(self, target: Target, ctx: "FitContext") -> SampleFn:

@@ -20,13 +20,14 @@ import torch
 from torch import Tensor
 
 from bench.cache import ModelCache, atomic_write_bytes
-from bench.contracts import FitContext, SampleFn, Target, UnsupportedTarget
+from bench.contracts import FitContext, SampleFn, Sampler, Target, UnsupportedTarget
+from bench.counting import CallCounter, CountedTarget, count_evaluations, nfe_record
 from bench.environment import environment
 from bench.metrics import METRIC_SPECS, compute_metrics, mmd2
 from bench.profiles import Profile
 from bench.registry import Registry
 from bench.seeding import derive_seed
-from bench.timing import Timer, count_network_calls
+from bench.timing import Timer
 
 log = logging.getLogger("pingsbench")
 
@@ -124,6 +125,88 @@ def _failure(row: dict[str, Any], status: str, exc: BaseException) -> dict[str, 
     return row
 
 
+@dataclasses.dataclass
+class PairSession:
+    """One sampler fitted on one target: the single code path of the runner and the latency benchmarks.
+
+    The sampler is fitted on a :class:`~bench.counting.CountedTarget` view, so
+    the oracle calls its sampling function makes are counted (training calls
+    during :meth:`Sampler.fit` are not: counting is active only in
+    :meth:`sample_counted`).
+
+    Attributes:
+        sampler: The sampler.
+        target: The target (unwrapped).
+        config: The run's settings (device, dtype, n, seed, compile).
+        ctx: The fit context (its ``models`` and ``artifacts`` go into the row).
+        sample_fn: What ``sampler.fit`` returned.
+        fit_seconds: Wall-clock seconds of ``sampler.fit``.
+    """
+
+    sampler: Sampler
+    target: Target
+    config: RunConfig
+    ctx: FitContext
+    sample_fn: SampleFn
+    fit_seconds: float
+
+    @classmethod
+    def fit(cls, sampler: Sampler, target: Target, config: RunConfig, cache: ModelCache) -> "PairSession":
+        """Fit ``sampler`` on a counted view of ``target`` (the caller has run ``sampler.check``)."""
+        ctx = FitContext(config.device, config.dtype, config.seed, config.profile, cache, progress=config.progress)
+        start = time.perf_counter()
+        sample_fn = sampler.fit(CountedTarget(target), ctx)
+        return cls(sampler, target, config, ctx, sample_fn, time.perf_counter() - start)
+
+    def seed(self, purpose: str) -> int:
+        """The seed of one purpose (``sample``, ``timing``, ``metrics``) for this pair."""
+        return derive_seed(self.config.seed, purpose, self.sampler.name, self.target.name)
+
+    def sample_counted(self) -> tuple[Tensor, dict[str, Any]]:
+        """Draw the fidelity sample while counting evaluations.
+
+        Returns:
+            The checked samples, shape ``(n, dim)``, float32 on CPU, and the row's NFE
+            fields (:func:`~bench.counting.nfe_record`: ``nfe``, ``nfe_split``, ``warnings``).
+
+        Raises:
+            SampleError: If the sampler returned anything but ``n`` finite points.
+        """
+        with torch.inference_mode():
+            samples, counter = sample_counted(self.sample_fn, self.config, self.seed("sample"))
+        samples = check_samples(samples, self.config.n, self.target.dim)
+        return samples, nfe_record(counter, self.config.n, self.sampler, self.target)
+
+    def timed_call(self) -> Callable[[], Any]:
+        """The call every latency is measured on: ``n`` samples from a freshly seeded generator.
+
+        Runs in inference mode, through ``torch.compile`` when the run asks for it;
+        it does not synchronize the device (the timer does).
+        """
+        config, seed = self.config, self.seed("timing")
+        timed_fn = torch.compile(self.sample_fn) if config.compile else self.sample_fn
+
+        def call() -> Any:
+            with torch.inference_mode():
+                return timed_fn(config.n, seeded_generator(config.device, seed))
+
+        return call
+
+    def metrics(self, samples: Tensor, data: TargetData) -> dict[str, float]:
+        """Generic and target-specific metrics of ``samples`` against the held-out draws.
+
+        Raises:
+            SampleError: If a metric is not finite.
+        """
+        metrics = {"mmd2_floor": data.mmd2_floor}
+        metrics.update(compute_metrics(samples, data.reference, seed=self.seed("metrics")))
+        metrics.update(self.target.extra_metrics(samples, data.reference))
+        bad_metrics = [k for k, v in metrics.items() if not np.isfinite(v)]
+        if bad_metrics:
+            raise SampleError(f"metrics {bad_metrics} are not finite")
+        return metrics
+
+
 def run_pair(
     sampler_name: str,
     target: Target,
@@ -142,6 +225,8 @@ def run_pair(
         "error": None,
         "n": config.n,
         "nfe": None,
+        "nfe_split": None,
+        "warnings": [],
         "latency_ms": None,
         "samples_per_s": None,
         "fit_seconds": None,
@@ -154,42 +239,35 @@ def run_pair(
     except UnsupportedTarget as exc:
         return _failure(row, "skipped", exc)
 
-    ctx = FitContext(config.device, config.dtype, config.seed, config.profile, cache, progress=config.progress)
     try:
-        start = time.perf_counter()
-        sample_fn = sampler.fit(target, ctx)
-        row["fit_seconds"] = time.perf_counter() - start
-        row["fit"] = {"models": ctx.models, "artifacts": ctx.artifacts}
-        with torch.inference_mode():
-            samples, nfe = sample_counted(sample_fn, config, derive_seed(config.seed, "sample", sampler_name, target.name))
-            samples = check_samples(samples, config.n, target.dim)
-            row["nfe"] = nfe
-            timed_fn = torch.compile(sample_fn) if config.compile else sample_fn
-            timing_seed = derive_seed(config.seed, "timing", sampler_name, target.name)
-            timing = Timer(config.device).measure(
-                lambda: timed_fn(config.n, seeded_generator(config.device, timing_seed)),
-                repeats=config.repeats,
-                warmup=config.warmup,
-            )
+        session = PairSession.fit(sampler, target, config, cache)
+        row["fit_seconds"] = session.fit_seconds
+        row["fit"] = {"models": session.ctx.models, "artifacts": session.ctx.artifacts}
+        samples, nfe_fields = session.sample_counted()
+        row.update(nfe_fields)
+        for warning in row["warnings"]:
+            log.warning("%s on %s: %s", sampler_name, target.name, warning)
+        timing = Timer(config.device).measure(session.timed_call(), repeats=config.repeats, warmup=config.warmup)
         row["latency_ms"] = timing.summary()
         row["samples_per_s"] = config.n / (row["latency_ms"]["median"] / 1e3)
-        metric_seed = derive_seed(config.seed, "metrics", sampler_name, target.name)
-        row["metrics"].update(compute_metrics(samples, data.reference, seed=metric_seed))
-        row["metrics"].update(target.extra_metrics(samples, data.reference))
-        bad_metrics = [k for k, v in row["metrics"].items() if not np.isfinite(v)]
-        if bad_metrics:
-            raise SampleError(f"metrics {bad_metrics} are not finite")
+        row["metrics"] = session.metrics(samples, data)
         figure_samples[sampler_name] = samples[: figure_points(target.dim)].numpy()
     except Exception as exc:  # one pair's failure must not stop the others
         return _failure(row, "failed", exc)
     return row
 
 
-def sample_counted(sample_fn: SampleFn, config: RunConfig, seed: int) -> tuple[Any, float]:
-    """Draw the fidelity sample while counting network calls (hooks off for timing)."""
-    with count_network_calls() as counter:
+def sample_counted(sample_fn: SampleFn, config: RunConfig, seed: int) -> tuple[Any, CallCounter]:
+    """Draw ``config.n`` samples from a generator seeded with ``seed`` while counting evaluations.
+
+    Hooks are installed only for this call (never while timing).
+
+    Returns:
+        What ``sample_fn`` returned (unchecked) and the :class:`~bench.counting.CallCounter`.
+    """
+    with count_evaluations() as counter:
         samples = sample_fn(config.n, seeded_generator(config.device, seed))
-    return samples, counter.nfe_per_sample(config.n)
+    return samples, counter
 
 
 def metric_info(registry: Registry, target_names: list[str]) -> dict[str, dict[str, str]]:

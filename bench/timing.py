@@ -1,70 +1,17 @@
-"""Measuring cost: network-call counting and one synchronized timer.
-
-NFE is counted, not declared: while :func:`count_network_calls` is active,
-every *top-level* ``torch.nn.Module`` call (one not nested inside another
-module's forward) adds the number of rows of its first tensor argument.  NFE
-per sample is that total divided by the number of samples drawn, so a sampler
-that processes its batch in chunks is still counted correctly.
-"""
+"""Measuring time: one synchronized timer for every sampler (NFE is counted in :mod:`bench.counting`)."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import statistics
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 
 
-@dataclasses.dataclass
-class CallCounter:
-    """Rows processed by top-level module calls (see :func:`count_network_calls`)."""
-
-    calls: int = 0
-    rows: int = 0
-    _depth: int = 0
-
-    def nfe_per_sample(self, n: int) -> float:
-        return self.rows / n if n else 0.0
-
-
-def _leading_rows(args: tuple[Any, ...]) -> int:
-    for value in args:
-        if isinstance(value, torch.Tensor):
-            return int(value.shape[0]) if value.ndim else 1
-    return 1
-
-
-@contextlib.contextmanager
-def count_network_calls() -> Iterator[CallCounter]:
-    """Count top-level ``nn.Module`` evaluations made inside the block.
-
-    Uses torch's global module hooks, so no cooperation from the sampler is
-    needed; hooks are removed on exit (they must not be active while timing).
-    """
-    counter = CallCounter()
-
-    def enter(module: torch.nn.Module, args: tuple[Any, ...]) -> None:
-        if counter._depth == 0:
-            counter.calls += 1
-            counter.rows += _leading_rows(args)
-        counter._depth += 1
-
-    def leave(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        counter._depth -= 1
-
-    pre = torch.nn.modules.module.register_module_forward_pre_hook(enter)
-    post = torch.nn.modules.module.register_module_forward_hook(leave, always_call=True)
-    try:
-        yield counter
-    finally:
-        pre.remove()
-        post.remove()
-
-
 def synchronize(device: torch.device) -> None:
+    """Wait until ``device`` has finished its queued work (no-op on CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elif device.type == "mps":  # pragma: no cover - no such device in CI

@@ -382,6 +382,9 @@ class FlowMatchingSampler(Sampler):
         coupling_text = "minibatch-OT couplings" if coupling == "ot" else "independent couplings"
         self.description = f"flow matching on the straight path ({coupling_text}), {steps} Euler step(s)"
 
+    def expected_nfe(self, target: Target) -> float:
+        return float(self.steps)
+
     def fit(self, target: Target, ctx: FitContext) -> SampleFn:
         velocity = flow_matching_model(target, ctx, self.coupling)
         ctx.artifacts.update({"coupling": self.coupling, "solver": "euler", "steps": self.steps})
@@ -466,6 +469,9 @@ class RectifiedFlowSampler(Sampler):
 
     name = "rectified-flow-1"
     description = "flow matching + one reflow on (z, ODE(z)) pairs, one Euler step"
+
+    def expected_nfe(self, target: Target) -> float:
+        return 1.0
 
     def fit(self, target: Target, ctx: FitContext) -> SampleFn:
         velocity = rectified_flow_model(target, ctx)

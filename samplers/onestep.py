@@ -200,6 +200,9 @@ class MeanFlowSampler(Sampler):
         self.steps = steps
         self.description = f"MeanFlow average-velocity model, {steps} jump(s)"
 
+    def expected_nfe(self, target: Target) -> float:
+        return float(self.steps)
+
     def fit(self, target: Target, ctx: FitContext) -> SampleFn:
         net = meanflow_model(target, ctx)
         ctx.artifacts.update({"steps": self.steps})
@@ -390,6 +393,9 @@ class DistilledSampler(Sampler):
         if self.teacher == "exact" and not target.has("noised_score"):
             raise UnsupportedTarget(f"{self.name} needs the closed-form noised score, which {target.name} lacks")
 
+    def expected_nfe(self, target: Target) -> float:
+        return 1.0
+
     def fit(self, target: Target, ctx: FitContext) -> SampleFn:
         student = distilled_model(target, ctx, self.teacher)
         ctx.artifacts.update({"teacher": self.teacher, "teacher_solver": "dpm-solver++-2m"})
@@ -407,6 +413,9 @@ class OdeDistilledSampler(Sampler):
 
         if not isinstance(target, DampedOscillator):
             raise UnsupportedTarget(f"{self.name} needs the oscillator ODE; {target.name} is not a damped oscillator")
+
+    def expected_nfe(self, target: Target) -> float:
+        return 1.0
 
     def fit(self, target: Target, ctx: FitContext) -> SampleFn:
         student = distilled_model(target, ctx, "epsnet", residual_weight=ODE_RESIDUAL_WEIGHT)

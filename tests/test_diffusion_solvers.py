@@ -13,9 +13,9 @@ import torch
 
 from bench.cache import ModelCache
 from bench.contracts import FitContext, Target, UnsupportedTarget
+from bench.counting import count_evaluations
 from bench.profiles import get_profile
 from bench.registry import Registry
-from bench.timing import count_network_calls
 from samplers.diffusion import epsnet
 from samplers.diffusion import plugin as diffusion_plugin
 from samplers.diffusion.epsnet import ExactEps
@@ -171,7 +171,7 @@ def test_measured_nfe_is_the_true_number_of_calls(name, nfe):
     sampler = next(f.resolve(f"{name}@exact") for f in FAMILIES.values() if f.regex.fullmatch(name))
     ctx = smoke_context()
     sample = sampler.fit(gmm3d(), ctx)
-    with count_network_calls() as counter:
+    with count_evaluations() as counter:
         out = sample(50, torch.Generator().manual_seed(0))
     assert out.shape == (50, 3) and torch.isfinite(out).all()
     assert counter.calls == nfe and counter.rows == nfe * 50  # every call on the full batch

@@ -10,8 +10,8 @@ from torch import nn
 
 from bench.cache import ModelCache
 from bench.contracts import FitContext
+from bench.counting import count_evaluations
 from bench.profiles import get_profile
-from bench.timing import count_network_calls
 from samplers.diffusion.epsnet import EpsNet, ExactEps, SinusoidalEmbedding, get_epsnet, train_epsnet
 from samplers.diffusion.schedule import DiscreteVPSchedule
 from targets.gmm import GaussianMixture, gmm3d
@@ -84,7 +84,7 @@ def test_exact_eps_is_the_conditional_mean_of_the_noise(t):
 
 def test_exact_eps_is_one_counted_network_call():
     eps = ExactEps(gmm3d())
-    with count_network_calls() as counter:
+    with count_evaluations() as counter:
         eps(torch.randn(11, 3), torch.full((11,), 0.3))
     assert (counter.calls, counter.rows) == (1, 11)
 

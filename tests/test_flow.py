@@ -10,8 +10,8 @@ from torch import nn
 
 from bench.cache import ModelCache
 from bench.contracts import FitContext
+from bench.counting import count_evaluations
 from bench.profiles import get_profile
-from bench.timing import count_network_calls
 from samplers.flow import (
     FlowMatchingFamily,
     RectifiedFlowSampler,
@@ -84,7 +84,7 @@ def test_solvers_converge_at_their_order_on_the_exact_flow(solver, order, calls)
     exact_map = MU + STD * z
     errors = []
     for steps in (8, 16, 32, 64):
-        with count_network_calls() as counter:
+        with count_evaluations() as counter:
             x = solver(GaussianVelocity(), z, time_grid(steps))
         assert counter.calls == calls * steps
         errors.append(float((x - exact_map).abs().max()))
@@ -136,7 +136,7 @@ def test_one_velocity_net_serves_every_step_count_and_nfe_is_the_step_count(ctx)
     for steps in (1, 3, 8):
         sample = family.resolve(f"flow-matching-{steps}").fit(target, ctx)
         velocities.append(flow_matching_model(target, ctx))
-        with count_network_calls() as counter:
+        with count_evaluations() as counter:
             x = sample(500, torch.Generator().manual_seed(0))
         assert x.shape == (500, 3) and bool(torch.isfinite(x).all())
         assert counter.nfe_per_sample(500) == steps
@@ -164,6 +164,6 @@ def test_reflow_one_step_moves_towards_the_base_flows_ode_map(ctx):
     assert reflow_error < 0.5 * base_error
 
     sample = RectifiedFlowSampler().fit(target, ctx)
-    with count_network_calls() as counter:
+    with count_evaluations() as counter:
         sample(300, torch.Generator().manual_seed(0))
     assert counter.nfe_per_sample(300) == 1

@@ -3,24 +3,23 @@
 Run with ``pytest --benchmark-only`` (skipped otherwise: they train models).
 Options: ``--pingsbench-profile`` (default quick), ``--pingsbench-n`` (10⁴),
 ``--pingsbench-device``.  Each benchmark is grouped by target and carries the
-measured NFE and the fidelity metrics in ``extra_info``, so
-``--benchmark-json`` / ``--benchmark-compare`` work as usual.
+counted NFE (``nfe``, ``nfe_split``, ``warnings``) and the fidelity metrics in
+``extra_info``, so ``--benchmark-json`` / ``--benchmark-compare`` work as usual.
+Fitting, counting, metrics and the timed call are the runner's own
+(:class:`bench.runner.PairSession`), so the two cannot diverge.
 """
 
 from __future__ import annotations
 
 import pytest
-import torch
 
 from bench.cache import ModelCache, default_cache_dir
-from bench.contracts import FitContext, UnsupportedTarget
+from bench.contracts import UnsupportedTarget
 from bench.environment import resolve_device
-from bench.metrics import compute_metrics
 from bench.plugins import get_plugin_manager
 from bench.profiles import get_profile
 from bench.registry import Registry
-from bench.runner import RunConfig, check_samples, prepare_target, sample_counted, seeded_generator
-from bench.seeding import derive_seed
+from bench.runner import PairSession, RunConfig, prepare_target
 from bench.timing import synchronize
 
 REGISTRY = Registry.from_plugin_manager(get_plugin_manager())
@@ -41,28 +40,24 @@ def model_cache(run_config) -> ModelCache:
 
 @pytest.mark.parametrize("sampler_name, target_name", PAIRS, ids=[f"{t}/{s}" for s, t in PAIRS])
 def test_sampling_latency(benchmark, sampler_name, target_name, run_config, model_cache):
+    # The runner's own code path (bench.runner.PairSession): same fit, counted NFE, metrics and timed call.
     target, sampler = REGISTRY.target(target_name), REGISTRY.sampler(sampler_name)
     try:
         sampler.check(target)
     except UnsupportedTarget as exc:
         pytest.skip(str(exc))
     cfg = run_config
-    ctx = FitContext(cfg.device, cfg.dtype, cfg.seed, cfg.profile, model_cache)
-    sample_fn = sampler.fit(target, ctx)
-    with torch.inference_mode():
-        samples, nfe = sample_counted(sample_fn, cfg, derive_seed(cfg.seed, "sample", sampler_name, target_name))
-    samples = check_samples(samples, cfg.n, target.dim)
-    reference = prepare_target(target, cfg)
+    session = PairSession.fit(sampler, target, cfg, model_cache)
+    samples, nfe_fields = session.sample_counted()
     benchmark.group = target_name
     benchmark.extra_info.update(
-        nfe=nfe, n=cfg.n, device=str(cfg.device), profile=cfg.profile.name,
-        metrics={**compute_metrics(samples, reference.reference, seed=cfg.seed), "mmd2_floor": reference.mmd2_floor},
+        **nfe_fields, n=cfg.n, device=str(cfg.device), profile=cfg.profile.name,
+        metrics=session.metrics(samples, prepare_target(target, cfg)),
     )
-    generator = seeded_generator(cfg.device, derive_seed(cfg.seed, "timing", sampler_name, target_name))
+    timed_call = session.timed_call()
 
     def synchronized_call():
-        with torch.inference_mode():
-            sample_fn(cfg.n, generator)
+        timed_call()
         synchronize(cfg.device)  # the clock stops after the device finished, not after the launch
 
     benchmark.pedantic(synchronized_call, setup=lambda: synchronize(cfg.device), rounds=5, warmup_rounds=3,

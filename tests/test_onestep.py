@@ -8,8 +8,8 @@ from torch import nn
 
 from bench.cache import ModelCache
 from bench.contracts import FitContext, UnsupportedTarget
+from bench.counting import count_evaluations
 from bench.profiles import get_profile
-from bench.timing import count_network_calls
 from samplers.diffusion import ExactEps, get_epsnet
 from samplers.onestep import (
     DistilledSampler,
@@ -88,7 +88,7 @@ def test_jumps_of_the_exact_average_velocity_are_exact(steps):
             shape = (len(x), 1)
             return super().forward(x, torch.full(shape, t, dtype=x.dtype), torch.full(shape, gap, dtype=x.dtype))
 
-    with count_network_calls() as counter:
+    with count_evaluations() as counter:
         x = meanflow_jumps(Net(), z, steps)
     torch.testing.assert_close(x, MU + STD * z)
     assert counter.calls == steps
@@ -99,7 +99,7 @@ def test_meanflow_nfe_is_the_number_of_jumps(ctx):
     first = len(ctx.models)
     for steps in (1, 2):
         sample = family.resolve(f"meanflow-{steps}").fit(target, ctx)
-        with count_network_calls() as counter:
+        with count_evaluations() as counter:
             x = sample(400, torch.Generator().manual_seed(0))
         assert x.shape == (400, 3) and bool(torch.isfinite(x).all())
         assert counter.nfe_per_sample(400) == steps
@@ -117,7 +117,7 @@ def test_teacher_pairs_solve_the_probability_flow_ode():
     alpha, sigma = teacher.schedule.alpha(one), teacher.schedule.sigma(one)
     mu, s = torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64)
     exact = mu + s * (z - alpha * mu) / (alpha**2 * s**2 + sigma**2).sqrt()
-    with count_network_calls() as counter:
+    with count_evaluations() as counter:
         x = teacher_pairs(teacher, z, 100)
     assert counter.calls == 101  # 100 solver steps + the final denoising
     error = float((x - exact).abs().max())
@@ -142,7 +142,7 @@ def test_distilled_student_is_one_call_and_keyed_by_its_teacher(ctx):
     target = gmm3d()
     first = len(ctx.models)
     sample = DistilledSampler().fit(target, ctx)
-    with count_network_calls() as counter:
+    with count_evaluations() as counter:
         x = sample(400, torch.Generator().manual_seed(0))
     assert x.shape == (400, 3) and counter.nfe_per_sample(400) == 1
     assert [m["kind"] for m in ctx.models[first:]] == ["epsnet", "distilled"]

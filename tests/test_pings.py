@@ -10,9 +10,9 @@ from torch import nn
 
 from bench.cache import ModelCache
 from bench.contracts import FitContext, Target
+from bench.counting import count_evaluations
 from bench.metrics import mmd2 as reference_mmd2
 from bench.profiles import get_profile
-from bench.timing import count_network_calls
 from samplers.diffusion import DiscreteVPSchedule, ExactEps
 from samplers.pings import (
     PINGS,
@@ -292,7 +292,7 @@ def _fit_tiny(seed: int, sampler_recipe: Recipe = Recipe(batch=128)):
 
 def test_sampling_is_one_network_call():
     sample, ctx = _fit_tiny(0)
-    with torch.inference_mode(), count_network_calls() as counter:
+    with torch.inference_mode(), count_evaluations() as counter:
         x = sample(500, torch.Generator().manual_seed(0))
     assert x.shape == (500, 3)
     assert counter.calls == 1 and counter.nfe_per_sample(500) == 1.0

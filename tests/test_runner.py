@@ -98,6 +98,12 @@ def test_nfe_is_measured_not_declared(bad_plugin_registry):
     assert [row["nfe"] for row in rows] == [2.0, 0.0]
 
 
+def test_rows_carry_the_nfe_split_and_warnings(bad_plugin_registry):
+    rows = run(_config(["two-calls", "raises"], n=1_000), bad_plugin_registry)["rows"]
+    assert rows[0]["nfe_split"] == {"network": 2.0, "oracle": 0.0} and rows[0]["warnings"] == []
+    assert rows[1]["nfe_split"] is None and rows[1]["warnings"] == []
+
+
 def test_results_schema(bad_plugin_registry):
     results = run(_config(["target-draws", "raises"], n=1_000), bad_plugin_registry)
     assert results["schema"] == RESULTS_SCHEMA

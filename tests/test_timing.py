@@ -1,4 +1,4 @@
-"""The timer synchronizes the device around each timed call; NFE counting sees every network call."""
+"""The timer synchronizes the device around each timed call (NFE counting: tests/test_counting.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bench import timing
-from bench.timing import Timer, count_network_calls
+from bench.timing import Timer
 
 
 class FakeClock:
@@ -45,24 +45,3 @@ def test_summary_statistics():
 def test_invalid_repeats_rejected():
     with pytest.raises(ValueError):
         Timer("cpu").measure(lambda: None, repeats=0)
-
-
-def test_counts_top_level_calls_by_rows_and_ignores_nested_modules():
-    net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
-    x = torch.randn(100, 3)
-    with count_network_calls() as counter:
-        for chunk in x.split(30):  # one evaluation of every sample, in 4 chunks
-            net(chunk)
-        net(net(x))  # two more evaluations of every sample
-    assert counter.calls == 6
-    assert counter.nfe_per_sample(100) == 3.0
-
-
-def test_hooks_are_removed_after_counting_even_on_error():
-    net = torch.nn.Linear(2, 2)
-    with pytest.raises(RuntimeError):
-        with count_network_calls():
-            net(torch.randn(4, 3))  # wrong shape raises inside forward
-    with count_network_calls() as counter:
-        net(torch.randn(5, 2))
-    assert counter.calls == 1 and counter.rows == 5

@@ -2,7 +2,8 @@
 
 Every metric column says which direction is better (↓/↑); the ``target-draws``
 row and the MMD² floor line are what a perfect sampler scores at this n;
-failed and skipped rows stay in the table with their reason.
+failed and skipped rows stay in the table with their reason; a row whose
+counted NFE carries a warning is marked ⚠ and the warning is listed below.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def target_table(
         table.append(
             [
                 name,
-                fmt(row["nfe"], "g"),
+                nfe_cell(row),
                 f"{lat['median']:.2f} ({lat['mean']:.2f} ± {lat['std']:.2f})",
                 f"{slowest / lat['median']:.1f}×",
                 fmt(training_seconds(row), ".1f"),
@@ -88,6 +89,21 @@ def target_table(
     table.append(["*MMD² floor: two independent target draw sets*", "", "", "", ""]
                  + [fmt(floor) if m == "mmd2" else "" for m in metrics] + [""])
     return tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def nfe_cell(row: Mapping[str, Any]) -> str:
+    """NFE per sample, its oracle part when there is one, and ⚠ when the row has warnings."""
+    text = fmt(row["nfe"], "g")
+    oracle = (row.get("nfe_split") or {}).get("oracle", 0.0)
+    if oracle:
+        text += f" ({oracle:g} oracle)"
+    return text + (" ⚠" if row.get("warnings") else "")
+
+
+def warning_notes(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """One Markdown list item per ok row with warnings (the ⚠ footnotes of a table)."""
+    return [f"- ⚠ **{row['sampler']}**: {'; '.join(row['warnings'])}"
+            for row in sorted(rows, key=_row_order) if row["status"] == "ok" and row.get("warnings")]
 
 
 def training_seconds(row: Mapping[str, Any]) -> float | None:
@@ -131,15 +147,21 @@ def render(
     lines = ["# pingsbench leaderboard", "", *environment_lines(results), ""]
     lines += [
         "Fidelity is measured on n generated points against n held-out target draws; the `target-draws` row "
-        "is an independent exact sample, i.e. what a perfect sampler scores. NFE is the number of network "
-        "evaluations per sample *counted* during sampling. Speed-up is relative to the slowest ok row in "
-        "the same run. ★ marks rows on the MMD²–latency Pareto frontier.",
+        "is an independent exact sample, i.e. what a perfect sampler scores. NFE is the number of function "
+        "evaluations per sample *counted* during sampling: outermost `nn.Module` calls and target oracle calls "
+        "(`score`, `noised_score`, `log_prob`), each by the points it evaluates; \"(k oracle)\" is the oracle "
+        "part. ⚠ marks a row whose NFE is 0 or differs from what its sampler declares (listed under the "
+        "table). Speed-up is relative to the slowest ok row in the same run. ★ marks rows on the "
+        "MMD²–latency Pareto frontier.",
         "",
     ]
     targets = list(dict.fromkeys(r["target"] for r in results["rows"]))
     for target in targets:
         rows = [r for r in results["rows"] if r["target"] == target]
         lines += [f"## {target}", "", target_table(rows, info, frontier), ""]
+        notes = warning_notes(rows)
+        if notes:
+            lines += [*notes, ""]
         for caption, path in (figures or {}).get(target, []):
             lines.append(f"- [{caption}]({path})")
         if (figures or {}).get(target):

@@ -107,6 +107,9 @@ class DiffusionSampler(Sampler):
         if self.variant == "exact" and not target.has("noised_score"):
             raise UnsupportedTarget(f"{self.name} needs the closed-form noised score, which {target.name} lacks")
 
+    def expected_nfe(self, target: Target) -> float:
+        return float(self.n_steps * self.spec.calls_per_step)
+
     def fit(self, target: Target, ctx: FitContext) -> SampleFn:
         if self.variant == "exact":
             eps_model = ExactEps(target)

@@ -88,6 +88,9 @@ class PingsSampler(Sampler):
         epsnet = get_epsnet(target, ctx)
         return ProbabilityFlow(epsnet, epsnet.schedule), "epsnet"
 
+    def expected_nfe(self, target: Target) -> float:
+        return 1.0  # one forward pass g(0, z)
+
     def fit(self, target: Target, ctx: FitContext) -> SampleFn:
         velocity, score_source = self.velocity(target, ctx)
         budget = ctx.profile.pick(self.budgets)
