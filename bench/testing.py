@@ -159,8 +159,9 @@ def check_target(target: "Target", *, n: int = 256, seed: int = 0) -> None:
     ``(n, dim)`` and equals the autograd gradient of ``log_prob``;
     ``noised_score`` gives the same answer for ᾱ as a float, a 0-d tensor and an
     ``(n, 1)`` column, treats each row of a column with its own ᾱ, keeps
-    float32 inputs float32, and equals ``score`` at ᾱ = 1.  Optional methods
-    the target does not provide are skipped.
+    float32 inputs float32, and equals ``score`` at ᾱ = 1; ``score`` and
+    ``noised_score`` also work under ``torch.inference_mode()``, as samplers
+    call them while sampling.  Optional methods the target does not provide are skipped.
 
     Args:
         target: The target instance (as registered).
@@ -178,6 +179,19 @@ def check_target(target: "Target", *, n: int = 256, seed: int = 0) -> None:
     def close(actual: torch.Tensor, expected: torch.Tensor, rule: str) -> None:
         torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-8,
                                    msg=lambda detail: f"target {target.name!r}: {rule}\n{detail}")
+
+    def while_sampling(oracle: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
+        """``oracle(*args)`` under ``torch.inference_mode()``, as the runner draws samples."""
+        try:
+            with torch.inference_mode():
+                inputs = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+                return oracle(*inputs).clone()
+        except Exception as exc:
+            raise AssertionError(
+                f"target {target.name!r}: {oracle.__name__} fails under torch.inference_mode(), where samplers "
+                f"call it ({type(exc).__name__}: {exc}); compute gradients inside "
+                "`with torch.inference_mode(False), torch.enable_grad():` on a clone of the input"
+            ) from exc
 
     def expect(ok: bool, rule: str) -> None:
         if not ok:
@@ -207,6 +221,7 @@ def check_target(target: "Target", *, n: int = 256, seed: int = 0) -> None:
                 leaf = x.clone().requires_grad_(True)
                 (gradient,) = torch.autograd.grad(target.log_prob(leaf).sum(), leaf)
             close(score, gradient, "score(x) must equal the gradient of log_prob(x)")
+        close(while_sampling(target.score, x), score, "score under torch.inference_mode() must not change")
     if target.has("noised_score"):
         column = torch.full((n, 1), 0.3, dtype=torch.float64)
         as_float = target.noised_score(x, 0.3)
@@ -220,6 +235,8 @@ def check_target(target: "Target", *, n: int = 256, seed: int = 0) -> None:
         for i in (0, n // 2, n - 1):
             close(mixed[i], target.noised_score(x[i:i + 1], float(per_row[i]))[0],
                   "noised_score with an (n, 1) ᾱ must use row i's ᾱ for row i")
+        close(while_sampling(target.noised_score, x, 0.3), as_float,
+              "noised_score under torch.inference_mode() must not change")
         as_float32 = target.noised_score(x.float(), 0.3)
         expect(as_float32.dtype == torch.float32, f"noised_score of float32 input returned {as_float32.dtype}")
         if target.has("score"):

@@ -13,6 +13,7 @@ import dataclasses
 import inspect
 import re
 import sys
+import textwrap
 import types
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from bench import testing
 from bench.contracts import FitContext
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
-BLOCK = re.compile(r"^```python([^\n]*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+BLOCK = re.compile(r"^( *)```python([^\n]*)\n(.*?)^\1```", re.MULTILINE | re.DOTALL)  # also indented (in lists)
 TEST_BLOCK = re.compile(r"#\s*tests/")
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one thread is several times faster
@@ -46,7 +47,8 @@ class Block:
 
 def guide_blocks() -> list[Block]:
     text = GUIDE.read_text()
-    return [Block(m[2], text.count("\n", 0, m.start(2)) + 1, "skip" in m[1].split()) for m in BLOCK.finditer(text)]
+    return [Block(textwrap.dedent(m[3]), text.count("\n", 0, m.start(3)) + 1, "skip" in m[2].split())
+            for m in BLOCK.finditer(text)]
 
 
 GUIDE_TESTS = [name for block in guide_blocks() if block.is_test_module and not block.skip
