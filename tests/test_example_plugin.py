@@ -20,6 +20,8 @@ import pingsbench_example as example  # noqa: E402 - after the skip
 
 ALPHA_BARS = (1.0, 0.9, 0.3, 0.01)
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 
 def torch_mixture(target: example.RotatedGaussians, alpha_bar: float) -> torch.distributions.Distribution:
     """The ᾱ-noised target built by torch.distributions: components N(√ᾱ μ_k, ᾱ Σ_k + (1-ᾱ) I)."""
