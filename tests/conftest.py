@@ -1,14 +1,14 @@
-"""Shared fixtures: an isolated plugin manager and in-process plugin registration."""
+"""Shared fixtures: an isolated plugin manager and in-process plugin registration (from bench.testing)."""
 
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
+from typing import ContextManager
 
 import pytest
 import torch
 
-from bench.plugins import DISABLE_AUTOLOAD_ENV, PluginManager, get_plugin_manager
+from bench import testing
+from bench.plugins import PluginManager
 from bench.registry import Registry
 
 
@@ -43,17 +43,11 @@ def single_thread():
 
 
 @pytest.fixture
-def plugin_manager(monkeypatch) -> PluginManager:
-    """Built-in plugins only: installed third-party plugins are not autoloaded."""
-    monkeypatch.setenv(DISABLE_AUTOLOAD_ENV, "1")
-    return get_plugin_manager()
+def plugin_manager(pingsbench_plugin_manager) -> PluginManager:
+    """Built-in plugins only: installed third-party plugins are not autoloaded (bench.testing's fixture)."""
+    return pingsbench_plugin_manager
 
 
-@contextlib.contextmanager
-def registered(pm: PluginManager, plugin: object, name: str) -> Iterator[Registry]:
-    """Register ``plugin`` in-process, yield the resulting registry, always unregister."""
-    pm.register_from(plugin, name, f"test plugin {name}")
-    try:
-        yield Registry.from_plugin_manager(pm)
-    finally:
-        pm.unregister(name=name)
+def registered(pm: PluginManager, plugin: object, name: str) -> ContextManager[Registry]:
+    """Register ``plugin`` into ``pm`` in-process, yield the resulting registry, always unregister."""
+    return testing.registered(plugin, name, plugin_manager=pm)
