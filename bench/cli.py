@@ -1,6 +1,10 @@
 """Command line: ``pingsbench list | run | sweep | report | validate``.
 
-Exit status: 0 all rows ok, 1 some row failed, 2 bad usage (unknown names listed).
+Exit status: 0 all rows ok, 1 some row failed, 2 bad usage: a wrong option or
+name, an unusable output folder or results file, or a broken plugin, refused
+before any work with one line ``error: <what was wrong>; <what is allowed>``
+(``-v`` adds the traceback).  ``list`` still works with a broken plugin and
+shows it with its reason.
 """
 
 from __future__ import annotations
@@ -9,61 +13,100 @@ import argparse
 import json
 import logging
 import sys
+import time
+import traceback
 from pathlib import Path
-from typing import Sequence
+from typing import Any, NoReturn, Sequence
 
-import torch
-
-from bench.cache import default_cache_dir
-from bench.environment import resolve_device
-from bench.plugins import get_plugin_manager
+from bench.errors import EXIT_USAGE, UsageError
+from bench.plugins import DISABLE_PLUGINS_ENV, get_plugin_manager
 from bench.profiles import DEFAULT_PROFILE, PROFILES, get_profile
-from bench.registry import Registry, UnknownNameError
+from bench.registry import Registry
+from bench.validation import (
+    check_cache_dir,
+    check_options,
+    check_out_dir,
+    load_results,
+    parse_names,
+    select_samplers,
+)
 
-EXIT_OK, EXIT_FAILED_ROWS, EXIT_USAGE = 0, 1, 2
-DEFAULT_OUT = Path("reports")
+EXIT_OK, EXIT_FAILED_ROWS = 0, 1
+#: Where ``run``, ``sweep`` and ``validate`` write unless ``--out`` says otherwise; the committed
+#: report in ``reports/`` changes only with ``--out reports``.
+RUNS_DIR = Path("runs")
+#: How ``--dry-run`` words a model's planned source.
+MODEL_SOURCES = {"train": "train", "disk": "load from cache", "memory": "reuse in memory"}
 
 
-def _names(value: str | None) -> list[str] | None:
-    return [name.strip() for name in value.split(",") if name.strip()] if value else None
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose mistakes are :class:`UsageError` s, so every bad input has one format."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message}; see {self.prog} --help")
+
+
+def default_out_dir(now: float | None = None) -> Path:
+    """A fresh ``runs/<YYYYmmdd-HHMMSS>`` folder name (suffixed ``-2``, ``-3``… if taken)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    path, attempt = RUNS_DIR / stamp, 1
+    while path.exists():
+        attempt += 1
+        path = RUNS_DIR / f"{stamp}-{attempt}"
+    return path
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pingsbench", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every step")
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                         help="log every step; tracebacks for errors")
+    parser = ArgumentParser(prog="pingsbench", description=__doc__.splitlines()[0], parents=[verbose])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    listing = sub.add_parser("list", help="registered targets and samplers with the package providing each")
+    listing = sub.add_parser("list", parents=[verbose],
+                             help="registered targets and samplers with the package providing each, broken plugins")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
 
     for name, help_text in (
         ("run", "evaluate samplers on targets and write results.json, leaderboard.md and figures"),
         ("sweep", "like run, over every sampler family's NFE sweep (for the Pareto view)"),
     ):
-        run = sub.add_parser(name, help=help_text)
-        run.add_argument("--samplers", help="comma-separated names (default: all registered defaults)")
+        run = sub.add_parser(name, parents=[verbose], help=help_text)
+        run.add_argument("--samplers", help="comma-separated names or family patterns as `list` prints them "
+                                            "(default: all registered defaults; for sweep, all sweeps)")
         run.add_argument("--targets", help="comma-separated names (default: all)")
         run.add_argument("--profile", default=DEFAULT_PROFILE, choices=list(PROFILES), help="training budget")
-        run.add_argument("--n", type=int, help="generated and held-out points per pair (default: profile's)")
-        run.add_argument("--repeats", type=int, default=5, help="timed calls per pair")
-        run.add_argument("--warmup", type=int, default=3, help="untimed warm-up calls before timing")
+        run.add_argument("--n", type=int, help="generated and held-out points per pair, ≥ 2 (default: profile's)")
+        run.add_argument("--repeats", type=int, default=5, help="timed calls per pair, ≥ 1")
+        run.add_argument("--warmup", type=int, default=3, help="untimed warm-up calls before timing, ≥ 0")
         run.add_argument("--seed", type=int, default=0)
-        run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+        run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (where available)")
         run.add_argument("--compile", action="store_true", help="torch.compile every sampler alike before timing")
-        run.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report folder")
-        run.add_argument("--cache-dir", type=Path, default=None, help="model cache (default: user cache dir)")
+        run.add_argument("--out", help="report folder (default: a new runs/<timestamp>/; "
+                                       "--out reports updates the committed report)")
+        run.add_argument("--cache-dir", help="model cache (default: $PINGSBENCH_CACHE or the user cache dir)")
         run.add_argument("--no-cache", action="store_true", help="train everything afresh, keep nothing on disk")
         run.add_argument("--no-progress", action="store_true", help="no progress bars")
+        run.add_argument("--dry-run", action="store_true",
+                         help="check everything, list the pairs and which models would be trained, loaded or "
+                              "reused; train nothing, write nothing")
 
-    report = sub.add_parser("report", help="re-render leaderboard.md and figures from a results.json")
+    report = sub.add_parser("report", parents=[verbose],
+                            help="re-render leaderboard.md and figures from a results.json (or its folder)")
     report.add_argument("results", type=Path)
 
-    validate = sub.add_parser("validate", help="run a target's own physics validation (e.g. the DHO PINN check)")
+    validate = sub.add_parser("validate", parents=[verbose],
+                              help="run a target's own physics validation (e.g. the DHO PINN check)")
     validate.add_argument("target")
     validate.add_argument("--profile", default=DEFAULT_PROFILE, choices=list(PROFILES))
-    validate.add_argument("--device", default="auto")
-    validate.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    validate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (where available)")
+    validate.add_argument("--out", help="folder (default: a new runs/<timestamp>/)")
     return parser
+
+
+def load_registry() -> Registry:
+    """Every plugin that loads; those that do not are kept in :attr:`Registry.broken`."""
+    return Registry.from_plugin_manager(get_plugin_manager(strict=False), strict=False)
 
 
 def cmd_list(registry: Registry, as_json: bool) -> int:
@@ -72,99 +115,150 @@ def cmd_list(registry: Registry, as_json: bool) -> int:
     targets = [{"name": n, "dim": e.obj.dim, "source": e.source, "description": e.obj.description}
                for n, e in registry.targets.items()]
     samplers = [{"name": n, "source": e.source, "description": e.obj.description} for n, e in registry.samplers.items()]
-    samplers += [{"name": p, "source": e.source, "description": e.obj.description, "defaults": list(e.obj.defaults)}
+    samplers += [{"name": p, "source": e.source, "description": e.obj.description, "defaults": list(e.obj.defaults),
+                  "sweep": list(e.obj.sweep)}
                  for p, e in registry.families.items()]
+    broken = [{"plugin": b.plugin, "distribution": b.distribution, "reason": b.reason, "remedy": b.remedy}
+              for b in registry.broken]
     if as_json:
-        print(json.dumps({"targets": targets, "samplers": samplers}, indent=2))
+        print(json.dumps({"targets": targets, "samplers": samplers, "broken": broken,
+                          "disabled": registry.disabled}, indent=2))
         return EXIT_OK
     print("Targets")
     print(tabulate([[t["name"], t["dim"], t["source"], t["description"]] for t in targets],
                    headers=["name", "dim", "source", "description"]))
-    print("\nSamplers (a <…> pattern accepts any value, e.g. ddim-7)")
+    print("\nSamplers (a <…> pattern accepts any value, e.g. ddim-7; as --samplers it selects the family)")
     print(tabulate([[s["name"], s["source"], s["description"]] for s in samplers],
                    headers=["name", "source", "description"]))
+    if broken:
+        print("\nBroken plugins (left out; run, sweep, report and validate refuse to start until they are fixed)")
+        print(tabulate([[b["plugin"], b["distribution"], "broken: " + b["reason"], b["remedy"]] for b in broken],
+                       headers=["plugin", "distribution", "status", "remedy"]))
+    if registry.disabled:
+        print(f"\nSwitched off by {DISABLE_PLUGINS_ENV}: {', '.join(registry.disabled)}")
     return EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace, registry: Registry, sweep: bool) -> int:
-    from tqdm import tqdm
+    from bench.runner import RunConfig
 
-    from bench.report import write_report
-    from bench.runner import RunConfig, run
-
-    samplers = _names(args.samplers) or (registry.sweep_samplers() if sweep else registry.default_samplers())
-    targets = _names(args.targets) or list(registry.targets)
-    for name in targets:
-        registry.target(name)
-    for name in samplers:
-        registry.sampler(name)
+    check_options(args)
+    samplers = select_samplers(parse_names(args.samplers, "--samplers"), registry, sweep)
+    targets = parse_names(args.targets, "--targets") or list(registry.targets)
     profile = get_profile(args.profile)
     config = RunConfig(
         samplers=samplers,
         targets=targets,
         profile=profile,
-        device=resolve_device(args.device),
-        n=args.n or profile.n,
+        device=args.device,
+        n=profile.n if args.n is None else args.n,
         seed=args.seed,
         repeats=args.repeats,
         warmup=args.warmup,
         compile=args.compile,
-        cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
+        cache_dir=check_cache_dir(args.cache_dir, args.no_cache),
         progress=not args.no_progress,
     )
-    args.out.mkdir(parents=True, exist_ok=True)
-    pairs = tqdm(total=len(samplers) * len(targets), desc="pairs", unit="pair", disable=args.no_progress)
+    config.validate(registry)
+    out = check_out_dir(args.out if args.out is not None else default_out_dir(), "--out", create=not args.dry_run)
+    if args.dry_run:
+        return cmd_dry_run(config, registry, out)
+    return execute(config, registry, out)
+
+
+def execute(config: Any, registry: Registry, out: Path) -> int:
+    """Run ``config`` into ``out``, report each row as it finishes, then render the report."""
+    from tqdm import tqdm
+
+    from bench.report import write_report
+    from bench.runner import run
+
+    pairs = tqdm(total=len(config.samplers) * len(config.targets), desc="pairs", unit="pair",
+                 disable=not config.progress)
 
     def on_row(row):
         pairs.update()
         pairs.write(f"{row['target']:>8} {row['sampler']:<28} {row['status']}"
                     + (f"  ({row['error']})" if row["error"] else ""))
 
-    results = run(config, registry, out_dir=args.out, on_row=on_row)
+    print(f"writing to {out}/ after every pair")
+    results = run(config, registry, out_dir=out, on_row=on_row)
     pairs.close()
-    path = write_report(results, args.out, registry)
+    write_report(results, out, registry)
     failed = [r for r in results["rows"] if r["status"] == "failed"]
-    print(f"wrote {args.out / 'results.json'} and {path}; {len(results['rows'])} rows, {len(failed)} failed")
+    print(f"{len(results['rows'])} rows, {len(failed)} failed; results.json, leaderboard.md and figures in {out}/")
     return EXIT_FAILED_ROWS if failed else EXIT_OK
+
+
+def cmd_dry_run(config: Any, registry: Registry, out: Path) -> int:
+    """Print the pairs that would run and where each model would come from; train and write nothing."""
+    from tabulate import tabulate
+
+    from bench.plan import plan_run
+
+    plan = plan_run(config, registry)
+    table = [
+        [pair["target"], pair["sampler"], pair["status"] + (f": {pair['reason']}" if pair.get("reason") else ""),
+         ", ".join(f"{model['kind']} ({MODEL_SOURCES[model['source']]})" for model in pair["models"]) or "—"]
+        for pair in plan
+    ]
+    print(tabulate(table, headers=["target", "sampler", "status", "models"]))
+    models = [model for pair in plan for model in pair["models"]]
+    unique = {source: len({m["id"] for m in models if m["source"] == source}) for source in ("train", "disk")}
+    running = sum(pair["status"] == "run" for pair in plan)
+    print(f"dry run: {running} pairs would run, {len(plan) - running} skipped; models: {unique['train']} to train, "
+          f"{unique['disk']} to load from the cache, {sum(m['source'] == 'memory' for m in models)} reuses in memory; "
+          f"nothing was trained or written (a run would write to {out}/)")
+    return EXIT_OK
 
 
 def cmd_report(path: Path, registry: Registry) -> int:
     from bench.report import write_report
-    from bench.runner import RESULTS_SCHEMA
 
-    results = json.loads(path.read_text())
-    if results.get("schema") != RESULTS_SCHEMA:
-        print(f"error: {path} is not a {RESULTS_SCHEMA} document", file=sys.stderr)
-        return EXIT_USAGE
-    print(f"wrote {write_report(results, path.parent, registry)}")
+    results, folder = load_results(path)
+    check_out_dir(folder, "the results folder", create=False)
+    print(f"wrote {write_report(results, folder, registry)}")
     return EXIT_OK
 
 
 def cmd_validate(args: argparse.Namespace, registry: Registry) -> int:
+    from bench.environment import resolve_device
+
+    check_options(args)
     target = registry.target(args.target)
     if not target.has("validate"):
         runnable = [name for name, entry in registry.targets.items() if entry.obj.has("validate")]
-        print(f"error: target {args.target!r} has no validation; targets with one: {', '.join(runnable)}",
-              file=sys.stderr)
-        return EXIT_USAGE
-    args.out.mkdir(parents=True, exist_ok=True)
-    print(target.validate(args.out, get_profile(args.profile), resolve_device(args.device)))
+        raise UsageError(f"target {args.target!r} has no validation; targets with one: {', '.join(runnable)}")
+    device = resolve_device(args.device)
+    out = check_out_dir(args.out if args.out is not None else default_out_dir(), "--out")
+    print(target.validate(out, get_profile(args.profile), device))
+    print(f"validation report in {out}/")
     return EXIT_OK
 
 
+def dispatch(args: argparse.Namespace) -> int:
+    registry = load_registry()
+    if args.command == "list":
+        return cmd_list(registry, args.json)
+    registry.raise_if_broken()
+    if args.command in ("run", "sweep"):
+        return cmd_run(args, registry, sweep=args.command == "sweep")
+    if args.command == "report":
+        return cmd_report(args.results, registry)
+    return cmd_validate(args, registry)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    registry = Registry.from_plugin_manager(get_plugin_manager())
+    """Run the CLI; returns the exit status (a :class:`UsageError` → ``error: …`` on stderr, status 2)."""
+    verbose = False
     try:
-        if args.command == "list":
-            return cmd_list(registry, args.json)
-        if args.command in ("run", "sweep"):
-            return cmd_run(args, registry, sweep=args.command == "sweep")
-        if args.command == "report":
-            return cmd_report(args.results, registry)
-        return cmd_validate(args, registry)
-    except UnknownNameError as exc:
+        args = build_parser().parse_args(argv)
+        verbose = getattr(args, "verbose", False)
+        logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+        return dispatch(args)
+    except UsageError as exc:
+        if verbose:
+            traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 

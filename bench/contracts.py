@@ -196,7 +196,12 @@ class SamplerFamily(abc.ABC):
 
     Families let users pick any step count from the CLI (``ddim-7``) without
     code.  :attr:`defaults` are the concrete names that run when the user
-    does not select samplers.
+    does not select samplers; ``pingsbench sweep --samplers '<pattern>'``
+    selects one family's :attr:`sweep`.
+
+    Names must not overlap: a family whose regex matches another family's
+    ``defaults``/``sweep`` names, or a concrete sampler's name, is refused at
+    start-up, naming both distributions.
     """
 
     #: Human-readable pattern shown by ``pingsbench list``, e.g. ``"ddim-<steps>[@exact]"``.
@@ -211,7 +216,14 @@ class SamplerFamily(abc.ABC):
 
     @abc.abstractmethod
     def build(self, name: str, match: re.Match[str]) -> Sampler:
-        """Create the sampler for ``name`` (already matched by :attr:`regex`)."""
+        """Create the sampler for ``name`` (already matched by :attr:`regex`).
+
+        Raises:
+            ValueError: The matched values break the family's rule (``ddim-0``,
+                an odd NFE for a two-calls-per-step solver).  The message is the
+                rule in one line, e.g. ``"ddim-<steps> takes steps ≥ 1, got 0"``;
+                the CLI prints it as a usage error (exit status 2) before any work.
+        """
 
     def resolve(self, name: str) -> Sampler | None:
         match = self.regex.fullmatch(name)

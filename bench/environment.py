@@ -11,16 +11,47 @@ import numpy
 import torch
 
 from bench import __version__
+from bench.errors import UsageError
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+def available_devices() -> list[str]:
+    """Devices this machine can run the benchmark on: ``cpu``, then each CUDA device, then ``mps``."""
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    if torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def resolve_device(name: str | torch.device, label: str = "--device") -> torch.device:
+    """``auto`` → CUDA when available, else CPU; any other name must be a device this machine has.
+
+    Args:
+        name: ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or a :class:`torch.device`.
+        label: How the value is named in the error message (the CLI flag or the config field).
+
+    Raises:
+        UsageError: Not a device name, a device torch does not see here, or one that holds
+            no data (``meta``); the message lists the devices available.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    available = available_devices()
+    allowed = f"available here: auto, {', '.join(available)}"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise UsageError(f"{label} {name!r} is not a device name; {allowed}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda requested but torch sees no CUDA device")
-    return device
+        raise UsageError(f"{label} {name!r}: torch {torch.__version__} sees no CUDA device; {allowed}")
+    if device.type == "cpu" or (device.type == "mps" and "mps" in available):
+        return device
+    if device.type == "cuda" and (device.index is None or device.index < torch.cuda.device_count()):
+        return device
+    if device.type == "meta":
+        raise UsageError(f"{label} {name!r} holds no data, so nothing can be sampled or timed on it; {allowed}")
+    raise UsageError(f"{label} {name!r} is not a device torch sees on this machine; {allowed}")
 
 
 def describe_device(device: torch.device) -> str:

@@ -1,18 +1,29 @@
-"""Name → plugin object, built by calling every plugin's registration hooks."""
+"""Name → plugin object, built by calling every plugin's registration hooks.
+
+Conflicts are caught when a plugin registers, not when a name is first used:
+a name registered twice, a concrete sampler name that a family's regex also
+matches, and two families where either one's ``defaults``/``sweep`` names are
+matched by the other's regex.  The plugin registering second is the one at
+fault.  A name that two families match only at resolution (``ddim-7`` beside
+a plugin family ``dd.*``) is the same error, raised by :meth:`Registry.sampler`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-from typing import Generic, Iterable, TypeVar
+import functools
+import re
+from typing import Any, Callable, Generic, Iterable, TypeVar
 
 from bench.contracts import Sampler, SamplerFamily, Target
-from bench.plugins import PluginManager
+from bench.errors import PluginError, UsageError
+from bench.plugins import DISABLE_PLUGINS_ENV, BrokenPlugin, PluginManager, one_line
 
 T = TypeVar("T")
 
 
-class UnknownNameError(LookupError):
+class UnknownNameError(UsageError, LookupError):
     """A requested sampler or target is not registered; the message lists what is."""
 
     def __init__(self, kind: str, name: str, available: Iterable[str]) -> None:
@@ -22,99 +33,297 @@ class UnknownNameError(LookupError):
         super().__init__(f"unknown {kind} {name!r}.{hint} Available {kind}s: {', '.join(self.available)}")
 
 
-class DuplicateNameError(ValueError):
-    """Two plugins registered the same name."""
+class DuplicateNameError(PluginError):
+    """Two plugins claim one name: registered twice, or matched by two sampler families (names both)."""
+
+
+class PluginContractError(PluginError, TypeError):
+    """A plugin registered something that breaks a contract (not a Target or Sampler, no name, bad family)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Entry(Generic[T]):
+    """A registered object and where it came from.
+
+    Attributes:
+        obj: The target, sampler or sampler family.
+        source: ``"<distribution> <version>"`` or the built-in marker (shown by ``pingsbench list``).
+        plugin: Name of the plugin that registered it.
+        distribution: Distribution providing the plugin (what ``PINGSBENCH_DISABLE_PLUGINS`` takes).
+    """
+
     obj: T
     source: str
+    plugin: str = ""
+    distribution: str = ""
 
 
-def _check_name(kind: str, obj: object) -> str:
+def _check_name(kind: str, obj: object, source: str) -> str:
     name = getattr(obj, "name", None)
     if not isinstance(name, str) or not name:
-        raise TypeError(f"{kind} {obj!r} has no name")
+        raise PluginContractError(f"{source} registered the {kind} {obj!r}, which has no name")
     return name
 
 
+def _family_names(family: SamplerFamily) -> tuple[str, ...]:
+    return (*family.defaults, *family.sweep)
+
+
+def _switch_off(entry: Entry[Any]) -> str:
+    return f"switch one off with {DISABLE_PLUGINS_ENV}={entry.distribution} or uninstall it"
+
+
 class Registry:
-    """All registered targets, samplers and sampler families, with their sources."""
+    """All registered targets, samplers and sampler families, with their sources.
+
+    Attributes:
+        targets: Target name → entry.
+        samplers: Concrete sampler name → entry.
+        families: Family pattern (``"ddim-<steps>[@exact|@silu]"``) → entry.
+        broken: Plugins left out by a non-strict build (see :meth:`from_plugin_manager`).
+        disabled: Distributions switched off by ``$PINGSBENCH_DISABLE_PLUGINS``.
+    """
 
     def __init__(self) -> None:
         self.targets: dict[str, Entry[Target]] = {}
         self.samplers: dict[str, Entry[Sampler]] = {}
         self.families: dict[str, Entry[SamplerFamily]] = {}
+        self.broken: list[BrokenPlugin] = []
+        self.disabled: list[str] = []
 
     @classmethod
-    def from_plugin_manager(cls, pm: PluginManager) -> "Registry":
-        """Call each plugin's hooks with a ``register`` callback that knows the plugin's source."""
-        pm.check_pending()
+    def from_plugin_manager(cls, pm: PluginManager, *, strict: bool = True) -> "Registry":
+        """Call each plugin's hooks with a ``register`` callback that knows the plugin's source.
+
+        A hook implementation may take the spec's ``register`` argument or no
+        argument at all (pluggy allows any subset); one without ``register``
+        returns an iterable of the objects to register (or one object).
+
+        Args:
+            pm: The plugin manager (its :attr:`~bench.plugins.PluginManager.broken` plugins are carried over).
+            strict: Raise the first plugin's error; otherwise record the plugin in
+                :attr:`broken`, remove everything it registered and go on.
+
+        Raises:
+            DuplicateNameError: (strict) A name is claimed twice (names both sources).
+            PluginContractError: (strict) A plugin registered something that is not a target or sampler.
+            pluggy.PluginValidationError: (strict) A plugin implements a hook that does not exist.
+            Exception: (strict) Whatever a plugin's hook raised.
+        """
         registry = cls()
-        for impl in pm.hook.register_targets.get_hookimpls():
-            source = pm.source_of(impl.plugin)
-            impl.function(register=lambda target, source=source: registry.add_target(target, source))
-        for impl in pm.hook.register_samplers.get_hookimpls():
-            source = pm.source_of(impl.plugin)
-            impl.function(register=lambda sampler, source=source: registry.add_sampler(sampler, source))
+        if strict:
+            pm.check_pending()
+        else:
+            pm.drop_invalid()
+        registry.broken = list(pm.broken)
+        registry.disabled = list(pm.disabled)
+        failed: set[str] = set()
+        for hook, add in ((pm.hook.register_targets, registry.add_target),
+                          (pm.hook.register_samplers, registry.add_sampler)):
+            for impl in hook.get_hookimpls():
+                if impl.plugin_name in failed:
+                    continue
+                distribution = pm.distribution_of(impl.plugin)
+                register = functools.partial(
+                    add, source=pm.source_of(impl.plugin), plugin=impl.plugin_name, distribution=distribution
+                )
+                try:
+                    _call_hookimpl(impl, register)
+                except Exception as exc:
+                    if strict:
+                        raise
+                    registry.remove_plugin(impl.plugin_name)
+                    failed.add(impl.plugin_name)
+                    registry.broken.append(BrokenPlugin(impl.plugin_name, distribution, one_line(exc), exc))
         return registry
 
-    def add_target(self, target: Target, source: str) -> None:
+    def raise_if_broken(self) -> None:
+        """Raise the first broken plugin's one-line :class:`PluginError` (what ``run`` and friends do).
+
+        Raises:
+            PluginError: Names the distribution and how to switch it off.
+        """
+        if not self.broken:
+            return
+        first = self.broken[0]
+        error = first.to_error()
+        if len(self.broken) > 1:
+            error = PluginError(f"{error} ({len(self.broken) - 1} more: see pingsbench list)",
+                                [b.distribution for b in self.broken])
+        raise error from first.error
+
+    def remove_plugin(self, plugin: str) -> None:
+        """Forget everything ``plugin`` registered."""
+        for table in (self.targets, self.samplers, self.families):
+            for key in [key for key, entry in table.items() if entry.plugin == plugin]:
+                del table[key]
+
+    def add_target(self, target: Target, source: str, *, plugin: str = "", distribution: str = "") -> None:
+        """Register ``target``.
+
+        Raises:
+            PluginContractError: Not a :class:`~bench.contracts.Target`, or without a name.
+            DuplicateNameError: The name is taken (names both sources).
+        """
         if not isinstance(target, Target):
-            raise TypeError(f"{source} registered {target!r}, which is not a bench.contracts.Target")
-        name = _check_name("target", target)
+            raise PluginContractError(f"{source} registered {target!r}, which is not a bench.contracts.Target",
+                                      [distribution or source])
+        name = _check_name("target", target, source)
         if name in self.targets:
             raise DuplicateNameError(
-                f"target {name!r} is registered twice: by {self.targets[name].source} and by {source}"
+                f"target {name!r} is registered twice: by {self.targets[name].source} and by {source}",
+                [self.targets[name].distribution, distribution or source],
             )
-        self.targets[name] = Entry(target, source)
+        self.targets[name] = Entry(target, source, plugin, distribution or source)
 
-    def add_sampler(self, sampler: Sampler | SamplerFamily, source: str) -> None:
+    def add_sampler(
+        self, sampler: Sampler | SamplerFamily, source: str, *, plugin: str = "", distribution: str = ""
+    ) -> None:
+        """Register a concrete sampler or a sampler family.
+
+        Raises:
+            PluginContractError: Neither a :class:`~bench.contracts.Sampler` nor a
+                :class:`~bench.contracts.SamplerFamily`, no name, or a family whose
+                ``regex`` is not compiled or does not match its own ``defaults``/``sweep``.
+            DuplicateNameError: The name is taken, a family matches it, or two
+                families overlap (names both sources).
+        """
+        entry = Entry(sampler, source, plugin, distribution or source)
         if isinstance(sampler, SamplerFamily):
-            pattern = sampler.pattern
-            clash = self.families.get(pattern) or next(
-                (self.samplers[n] for n in sampler.defaults if n in self.samplers), None
-            )
-            if clash is not None:
-                raise DuplicateNameError(
-                    f"sampler family {pattern!r} is registered twice: by {clash.source} and by {source}"
-                )
-            self.families[pattern] = Entry(sampler, source)
+            self._check_family(entry)
+            self.families[sampler.pattern] = entry
             return
         if not isinstance(sampler, Sampler):
-            raise TypeError(f"{source} registered {sampler!r}, which is not a bench.contracts.Sampler")
-        name = _check_name("sampler", sampler)
-        previous = self.samplers.get(name) or next(
-            (entry for entry in self.families.values() if entry.obj.regex.fullmatch(name)), None
-        )
+            raise PluginContractError(f"{source} registered {sampler!r}, which is not a bench.contracts.Sampler",
+                                      [entry.distribution])
+        name = _check_name("sampler", sampler, source)
+        previous = self.samplers.get(name)
         if previous is not None:
-            raise DuplicateNameError(f"sampler {name!r} is registered twice: by {previous.source} and by {source}")
-        self.samplers[name] = Entry(sampler, source)
+            raise DuplicateNameError(f"sampler {name!r} is registered twice: by {previous.source} and by {source}",
+                                     [previous.distribution, entry.distribution])
+        family = next((e for e in self.families.values() if e.obj.regex.fullmatch(name)), None)
+        if family is not None:
+            raise DuplicateNameError(
+                f"sampler {name!r} from {source} is also a name of the family {family.obj.pattern!r} "
+                f"from {family.source}",
+                [family.distribution, entry.distribution],
+            )
+        self.samplers[name] = entry
+
+    def _check_family(self, entry: Entry[SamplerFamily]) -> None:
+        family, source = entry.obj, entry.source
+        pattern = getattr(family, "pattern", None)
+        if not isinstance(pattern, str) or not pattern:
+            raise PluginContractError(f"{source} registered the sampler family {family!r}, which has no pattern",
+                                      [entry.distribution])
+        if not isinstance(getattr(family, "regex", None), re.Pattern):
+            raise PluginContractError(f"sampler family {pattern!r} from {source}: regex must be a compiled "
+                                      f"re.Pattern, got {type(getattr(family, 'regex', None)).__name__}",
+                                      [entry.distribution])
+        names = _family_names(family)
+        stray = next((n for n in names if not isinstance(n, str) or not family.regex.fullmatch(n)), None)
+        if stray is not None:
+            raise PluginContractError(f"sampler family {pattern!r} from {source} lists {stray!r} in its "
+                                      f"defaults or sweep, which its own regex does not match", [entry.distribution])
+        if pattern in self.families:
+            previous = self.families[pattern]
+            raise DuplicateNameError(
+                f"sampler family {pattern!r} is registered twice: by {previous.source} and by {source}",
+                [previous.distribution, entry.distribution],
+            )
+        taken = next((n for n in self.samplers if family.regex.fullmatch(n)), None)
+        if taken is not None:
+            raise DuplicateNameError(
+                f"sampler family {pattern!r} from {source} matches {taken!r}, a sampler from "
+                f"{self.samplers[taken].source}",
+                [self.samplers[taken].distribution, entry.distribution],
+            )
+        for other in self.families.values():
+            shared = next((n for n in names if other.obj.regex.fullmatch(n)), None) or next(
+                (n for n in _family_names(other.obj) if family.regex.fullmatch(n)), None
+            )
+            if shared is not None:
+                raise DuplicateNameError(
+                    f"sampler families {pattern!r} from {source} and {other.obj.pattern!r} from {other.source} "
+                    f"overlap: both match {shared!r}",
+                    [other.distribution, entry.distribution],
+                )
 
     def target(self, name: str) -> Target:
+        """The target called ``name``.
+
+        Raises:
+            UnknownNameError: No such target (the message lists those registered).
+        """
         try:
             return self.targets[name].obj
         except KeyError:
             raise UnknownNameError("target", name, self.targets) from None
 
+    def family_of(self, name: str) -> Entry[SamplerFamily] | None:
+        """The family whose regex matches ``name``, if any.
+
+        Raises:
+            DuplicateNameError: Two families match ``name`` (names both distributions).
+        """
+        matches = [entry for entry in self.families.values() if entry.obj.regex.fullmatch(name)]
+        if len(matches) > 1:
+            first, second = matches[:2]
+            raise DuplicateNameError(
+                f"sampler {name!r} is matched by two families: {first.obj.pattern!r} from {first.source} and "
+                f"{second.obj.pattern!r} from {second.source}; {_switch_off(second)}",
+                [first.distribution, second.distribution],
+            )
+        return matches[0] if matches else None
+
     def sampler(self, name: str) -> Sampler:
-        """Resolve a concrete name first, then each family's pattern (``ddim-7``)."""
+        """Resolve a concrete name first, then the one family whose pattern matches (``ddim-7``).
+
+        Raises:
+            UnknownNameError: No sampler or family has this name.
+            UsageError: The family does not take this value (``ddim-0``); the message
+                is the family's rule.
+            DuplicateNameError: Two families match the name.
+            PluginError: The family's ``build`` failed otherwise or returned no sampler.
+        """
         if name in self.samplers:
             return self.samplers[name].obj
-        for entry in self.families.values():
-            sampler = entry.obj.resolve(name)
-            if sampler is not None:
-                return sampler
-        raise UnknownNameError("sampler", name, [*self.samplers, *self.families])
+        entry = self.family_of(name)
+        sampler = None if entry is None else self._build(entry, name)
+        if sampler is None:
+            raise UnknownNameError("sampler", name, [*self.samplers, *self.families])
+        return sampler
+
+    @staticmethod
+    def _build(entry: Entry[SamplerFamily], name: str) -> Sampler | None:
+        family = entry.obj
+        try:
+            sampler = family.resolve(name)
+        except PluginError:
+            raise
+        except ValueError as exc:  # the family's rule for its values (SamplerFamily.build)
+            raise UsageError(f"sampler {name!r} is not available: {str(exc).strip()}") from exc
+        except Exception as exc:
+            raise PluginError(
+                f"sampler family {family.pattern!r} from {entry.source} failed to build {name!r}: {one_line(exc)}; "
+                f"{_switch_off(entry)}",
+                [entry.distribution],
+            ) from exc
+        if sampler is not None and not isinstance(sampler, Sampler):
+            raise PluginContractError(
+                f"sampler family {family.pattern!r} from {entry.source} built {sampler!r} for {name!r}, "
+                f"which is not a bench.contracts.Sampler; {_switch_off(entry)}",
+                [entry.distribution],
+            )
+        return sampler
 
     def sampler_source(self, name: str) -> str:
         if name in self.samplers:
             return self.samplers[name].source
-        for entry in self.families.values():
-            if entry.obj.regex.fullmatch(name):
-                return entry.source
-        raise UnknownNameError("sampler", name, [*self.samplers, *self.families])
+        entry = self.family_of(name)
+        if entry is None:
+            raise UnknownNameError("sampler", name, [*self.samplers, *self.families])
+        return entry.source
 
     def default_samplers(self) -> list[str]:
         """Concrete samplers plus every family's defaults, in registration order."""
@@ -129,3 +338,24 @@ class Registry:
         for entry in self.families.values():
             names.extend(n for n in entry.obj.sweep if n not in names)
         return names
+
+
+def _call_hookimpl(impl: Any, register: Callable[[Any], None]) -> None:
+    """Call one hook implementation with the arguments it asks for (a subset of the spec's)."""
+    if "register" in impl.argnames:
+        impl.function(register=register)
+        return
+    returned = impl.function()
+    if returned is None:
+        return
+    if isinstance(returned, (Target, Sampler, SamplerFamily)):
+        returned = [returned]
+    try:
+        objects = list(returned)
+    except TypeError:
+        raise PluginContractError(
+            f"{impl.function.__qualname__}() takes no 'register' argument, so it must return an iterable of "
+            f"targets or samplers, got {type(returned).__name__}"
+        ) from None
+    for obj in objects:
+        register(obj)

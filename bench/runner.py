@@ -28,6 +28,7 @@ from bench.profiles import Profile
 from bench.registry import Registry
 from bench.seeding import derive_seed
 from bench.timing import Timer
+from bench.validation import CONFIG_CHECKS, check_run_names
 
 log = logging.getLogger("pingsbench")
 
@@ -46,7 +47,17 @@ def figure_points(dim: int) -> int:
 
 @dataclasses.dataclass
 class RunConfig:
-    """What to run and how to measure it (recorded verbatim in ``results.json``)."""
+    """What to run and how to measure it (recorded verbatim in ``results.json``).
+
+    Every field is checked on construction with the CLI's own checks
+    (:data:`bench.validation.CONFIG_CHECKS`: ``n ≥ 2``, ``repeats ≥ 1``,
+    ``warmup ≥ 0``, a device this machine has, a floating dtype); ``device``
+    and ``profile`` may be given by name.  :meth:`validate` checks the names
+    against a registry.
+
+    Raises:
+        UsageError: A field breaks its rule (one line: what was wrong; what is allowed).
+    """
 
     samplers: list[str]
     targets: list[str]
@@ -60,6 +71,21 @@ class RunConfig:
     compile: bool = False
     cache_dir: Path | None = None
     progress: bool = False
+
+    def __post_init__(self) -> None:
+        for field, check in CONFIG_CHECKS.items():
+            setattr(self, field, check(getattr(self, field), f"{field} ="))
+
+    def validate(self, registry: Registry) -> None:
+        """Check every sampler and target name against ``registry``, before any work.
+
+        Raises:
+            UsageError: No samplers or targets, a name listed twice, or a family value the
+                family does not take (``ddim-0``).
+            UnknownNameError: A name nobody registered.
+            PluginError: A name two families claim, or a broken family.
+        """
+        check_run_names(self.samplers, self.targets, registry)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import re
 import types
 
 import pluggy
 import pytest
 
 from bench import hookimpl
-from bench.contracts import Sampler
-from bench.plugins import BUILTIN_SOURCE, DISABLE_AUTOLOAD_ENV, PluginLoadError, get_plugin_manager
-from bench.registry import DuplicateNameError, Registry, UnknownNameError
+from bench.cli import main
+from bench.contracts import Sampler, SamplerFamily
+from bench.errors import PluginError, UsageError
+from bench.plugins import (
+    BUILTIN_SOURCE,
+    DISABLE_AUTOLOAD_ENV,
+    DISABLE_PLUGINS_ENV,
+    PluginLoadError,
+    get_plugin_manager,
+)
+from bench.registry import DuplicateNameError, PluginContractError, Registry, UnknownNameError
 from samplers.reference import TargetDraws
 from targets.gmm import gmm3d
 from tests.conftest import registered
@@ -139,3 +149,230 @@ def test_installed_example_package_is_discovered(monkeypatch):
     assert registry.targets["ring2d"].source.startswith("pingsbench-example ")
     sampler = registry.samplers["gaussian-fit"]
     assert sampler.source.startswith("pingsbench-example ") and isinstance(sampler.obj, Sampler)
+
+
+# --------------------------------------------------------------------------- start-up integrity (issue 11)
+
+
+class NamedFamily(SamplerFamily):
+    """A plugin family: ``regex`` is a string here, compiled once."""
+
+    def __init__(self, pattern: str, regex: str, defaults=(), sweep=()) -> None:
+        self.pattern, self.regex = pattern, re.compile(regex)
+        self.defaults, self.sweep = tuple(defaults), tuple(sweep)
+
+    def build(self, name, match):
+        return Named(name)
+
+
+def _entry_point(name: str, dist: str, load, value: str = "plugin_module"):
+    return types.SimpleNamespace(name=name, value=value, load=load,
+                                 dist=types.SimpleNamespace(name=dist, version="1.0"))
+
+
+def _module_registering(*samplers) -> types.ModuleType:
+    module = types.ModuleType("plugin_module")
+
+    @hookimpl
+    def register_samplers(register):
+        for sampler in samplers:
+            register(sampler)
+
+    module.register_samplers = register_samplers
+    return module
+
+
+@pytest.fixture
+def entry_points(monkeypatch):
+    """Install fake ``pingsbench`` entry points (``[(name, dist, module_or_loader), ...]``) for autoloading."""
+    monkeypatch.delenv(DISABLE_AUTOLOAD_ENV, raising=False)
+    monkeypatch.delenv(DISABLE_PLUGINS_ENV, raising=False)
+
+    def install(*specs):
+        points = [_entry_point(name, dist, item if callable(item) else (lambda item=item: item))
+                  for name, dist, item in specs]
+        monkeypatch.setattr("importlib.metadata.entry_points", lambda group: points)
+
+    return install
+
+
+SMOKE_RUN = ["run", "--samplers", "target-draws", "--targets", "gmm3d", "--profile", "smoke", "--n", "50",
+             "--repeats", "1", "--warmup", "0", "--no-progress"]
+
+
+@pytest.mark.parametrize("family, shared", [
+    # The issue's case: a plugin family ddim-<n> whose default ddim-12 the built-in ddim-<steps> also matches.
+    (NamedFamily("ddim-<n>", r"ddim-(?P<n>\d+)", defaults=["ddim-12"]), "ddim-12"),
+    # The other direction: the plugin's regex matches the built-in family's default ddim-50.
+    (NamedFamily("dd<anything>", r"dd.*", defaults=["ddx"]), "ddim-50"),
+])
+def test_overlapping_families_exit_2_naming_both(family, shared, entry_points, capsys, tmp_path):
+    entry_points(("overlap", "overlap-dist", _module_registering(family)))
+    with pytest.raises(DuplicateNameError, match=rf"overlap-dist 1\.0.*pingsbench \(built-in\).*'{shared}'"):
+        Registry.from_plugin_manager(get_plugin_manager())
+
+    assert main([*SMOKE_RUN, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
+    assert "overlap-dist" in err and "pingsbench (built-in)" in err and repr(shared) in err
+    assert f"{DISABLE_PLUGINS_ENV}=overlap-dist" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_concrete_name_inside_a_family_is_refused(entry_points):
+    entry_points(("shadow", "shadow-dist", _module_registering(Named("ddim-7"))))
+    with pytest.raises(DuplicateNameError, match=r"'ddim-7' from shadow-dist 1\.0.*'ddim-<steps>\[@exact\|@silu\]'"):
+        Registry.from_plugin_manager(get_plugin_manager())
+
+
+def test_name_two_families_match_at_resolution_names_both(entry_points):
+    # No default or sweep name overlaps, so start-up passes; resolving ddim-7 finds two families.
+    entry_points(("seven", "seven-dist", _module_registering(NamedFamily("seven", r"ddim-7|seven", ["seven"]))))
+    registry = Registry.from_plugin_manager(get_plugin_manager())
+    assert registry.sampler("seven").name == "seven"
+    with pytest.raises(DuplicateNameError, match=r"'ddim-7' is matched by two families.*built-in.*seven-dist") as info:
+        registry.sampler("ddim-7")
+    assert isinstance(info.value, PluginError) and set(info.value.distributions) == {"pingsbench", "seven-dist"}
+
+
+def test_entry_point_name_collision_is_reported_not_dropped(entry_points, capsys, tmp_path):
+    first, second = _module_registering(Named("first")), _module_registering(Named("second"))
+    entry_points(("example", "first-dist", first), ("example", "second-dist", second))
+    with pytest.raises(PluginLoadError, match=r"'second-dist'.*'example' is already used by distribution 'first-dist'"):
+        get_plugin_manager()
+
+    assert main(["list", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert "first" in {s["name"] for s in listing["samplers"]}
+    (broken,) = listing["broken"]
+    assert broken["distribution"] == "second-dist" and "'first-dist'" in broken["reason"]
+    assert main([*SMOKE_RUN, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "'second-dist'" in err and "'first-dist'" in err and f"{DISABLE_PLUGINS_ENV}=second-dist" in err
+
+
+def test_subset_argument_hookimpls_register():
+    class ZeroArgs:
+        @hookimpl
+        def register_samplers(self):
+            return [Named("from-list"), Named("from-list-2")]
+
+        @hookimpl
+        def register_targets(self):
+            return (target for target in [gmm3d()])  # a generator is an iterable too
+
+    pm = get_plugin_manager(load_entry_points=False)
+    pm.unregister(name="targets.gmm")  # so the zero-argument hook's gmm3d is not a duplicate
+    with registered(pm, ZeroArgs(), "zero-args") as registry:
+        assert registry.samplers["from-list"].source == "test plugin zero-args"
+        assert "from-list-2" in registry.samplers
+        assert registry.targets["gmm3d"].source == "test plugin zero-args"
+
+
+def test_zero_argument_hookimpl_must_return_an_iterable(plugin_manager):
+    class ReturnsNumber:
+        @hookimpl
+        def register_samplers(self):
+            return 3
+
+    with pytest.raises(PluginContractError, match="must return an iterable"):
+        with registered(plugin_manager, ReturnsNumber(), "number"):
+            pass
+
+
+def test_disabled_distribution_is_absent(entry_points, monkeypatch):
+    entry_points(("fake", "fake-dist", _module_registering(Named("from-fake"))))
+    assert "from-fake" in Registry.from_plugin_manager(get_plugin_manager()).samplers
+    monkeypatch.setenv(DISABLE_PLUGINS_ENV, "other, Fake_Dist")  # names compare as pip does
+    pm = get_plugin_manager()
+    assert pm.get_plugin("fake") is None and pm.disabled == ["fake-dist"]
+    assert "from-fake" not in Registry.from_plugin_manager(pm).samplers
+    assert "target-draws" in Registry.from_plugin_manager(pm).samplers
+
+
+class RaisesInHook:
+    @hookimpl
+    def register_samplers(self, register):
+        register(Named("registered-before-the-error"))
+        raise RuntimeError("hook exploded")
+
+
+class Misspelled:
+    @hookimpl
+    def register_sampler(self, register):
+        register(Named("never"))
+
+
+class WrongType:
+    @hookimpl
+    def register_targets(self, register):
+        register("gmm9d")
+
+
+class UnknownArgument:
+    @hookimpl
+    def register_samplers(self, register, device):
+        register(Named("never"))
+
+
+class Duplicate:
+    @hookimpl
+    def register_targets(self, register):
+        register(gmm3d())
+
+
+def _import_error():
+    raise ImportError("No module named 'missing_dependency'")
+
+
+BROKEN_PLUGINS = {
+    "import error": (_import_error, "missing_dependency"),
+    "misspelled hook": (Misspelled(), "'register_sampler', which is not a pingsbench hook"),
+    "hook raises": (RaisesInHook(), "RuntimeError: hook exploded"),
+    "wrong type": (WrongType(), "not a bench.contracts.Target"),
+    "argument the spec lacks": (UnknownArgument(), "device"),
+    "duplicate name": (Duplicate(), "'gmm3d' is registered twice"),
+    "overlapping family": (NamedFamily("ddim-<n>", r"ddim-(?P<n>\d+)", ["ddim-12"]), "overlap"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BROKEN_PLUGINS))
+def test_list_survives_a_broken_plugin_and_run_refuses_in_one_line(kind, entry_points, capsys, tmp_path):
+    plugin, reason = BROKEN_PLUGINS[kind]
+    if isinstance(plugin, NamedFamily):
+        plugin = _module_registering(plugin)
+    entry_points(("good", "good-dist", _module_registering(Named("good-sampler"))),
+                 ("bad", "bad-dist", plugin))
+
+    assert main(["list", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    (broken,) = listing["broken"]
+    assert broken["plugin"] == "bad" and broken["distribution"] == "bad-dist" and reason in broken["reason"]
+    names = {s["name"] for s in listing["samplers"]}
+    assert {"good-sampler", "target-draws"} <= names
+    assert "registered-before-the-error" not in names  # a broken plugin is left out entirely
+    assert main(["list"]) == 0
+    assert "broken: " in capsys.readouterr().out
+
+    for command in ([*SMOKE_RUN, "--out", str(tmp_path / "out")], ["report", str(tmp_path / "results.json")],
+                    ["validate", "dho", "--out", str(tmp_path / "out")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert "plugin 'bad' from distribution 'bad-dist' is broken" in err and reason in err
+        assert f"{DISABLE_PLUGINS_ENV}=bad-dist" in err
+    assert not (tmp_path / "out").exists()
+
+    assert main(["-v", *SMOKE_RUN, "--out", str(tmp_path / "out")]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_family_rule_surfaces_as_a_usage_error_naming_the_sampler(plugin_manager):
+    registry = Registry.from_plugin_manager(plugin_manager)
+    with pytest.raises(UsageError, match=r"sampler 'dpm-solver-2-3' .*dpm-solver-2-<nfe>.* multiple of 2, got 3"):
+        registry.sampler("dpm-solver-2-3")
+
+
+def test_errors_are_usage_and_plugin_errors():
+    assert issubclass(UnknownNameError, UsageError) and issubclass(UnknownNameError, LookupError)
+    assert issubclass(DuplicateNameError, PluginError) and issubclass(PluginLoadError, PluginError)

@@ -142,7 +142,7 @@ def test_runs_are_reproducible_from_the_seed(plugin_manager):
 
 def test_cli_exit_status_and_report_for_failed_rows(plugin_manager, tmp_path, monkeypatch):
     plugin_manager.register_from(Plugin(), "bad-plugins-cli", "test plugin")
-    monkeypatch.setattr("bench.cli.get_plugin_manager", lambda: plugin_manager)
+    monkeypatch.setattr("bench.cli.get_plugin_manager", lambda **options: plugin_manager)
     code = main(["run", "--samplers", "target-draws,raises,nan,wrong-shape", "--targets", "gmm3d",
                  "--profile", "smoke", "--n", "800", "--repeats", "1", "--warmup", "0", "--no-cache",
                  "--no-progress", "--out", str(tmp_path)])

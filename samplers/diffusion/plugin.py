@@ -57,16 +57,21 @@ class SolverSpec:
     sweep: tuple[int, ...]
 
     def steps(self, number: int) -> int:
-        if number < 1:
-            raise ValueError(f"{self.prefix}: need a positive count, got {number}")
-        if not self.counts_nfe:
-            return number
-        if number % self.calls_per_step:
+        """Solver steps for the number in a name (``ddim-50`` → 50, ``dpm-solver-2-20`` → 10).
+
+        Raises:
+            ValueError: The number breaks the family's rule (the message states the rule).
+        """
+        unit = "nfe" if self.counts_nfe else "steps"
+        smallest = self.calls_per_step if self.counts_nfe else 1
+        if number < smallest:
+            raise ValueError(f"{self.prefix}-<{unit}> takes {unit} ≥ {smallest}, got {number}")
+        if self.counts_nfe and number % self.calls_per_step:
             raise ValueError(
-                f"{self.prefix}-<nfe>: {self.calls_per_step} network calls per step, so the NFE must be a "
+                f"{self.prefix}-<nfe> makes {self.calls_per_step} network calls per step, so the NFE must be a "
                 f"multiple of {self.calls_per_step}, got {number}"
             )
-        return number // self.calls_per_step
+        return number // self.calls_per_step if self.counts_nfe else number
 
 
 SPECS = (
