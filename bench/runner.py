@@ -320,14 +320,19 @@ def run(
 
     Args:
         config: What to run.
-        registry: Where names are resolved (unknown names must be rejected before).
+        registry: Where names are resolved.
         out_dir: If given, ``results.json`` and ``samples.npz`` are written there atomically
             after every row, so an interrupted run keeps what it finished.
         on_row: Called with each finished row (progress display).
 
     Returns:
         The results document (schema ``pingsbench.results/1``).
+
+    Raises:
+        UsageError: A name that is unknown, listed twice or not available in its family
+            (see :meth:`RunConfig.validate`), before any work.
     """
+    config.validate(registry)
     results: dict[str, Any] = {
         "schema": RESULTS_SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
