@@ -7,6 +7,7 @@ import difflib
 from typing import Generic, Iterable, TypeVar
 
 from bench.contracts import Sampler, SamplerFamily, Target
+from bench.identity import target_identity
 from bench.plugins import PluginManager
 
 T = TypeVar("T")
@@ -68,6 +69,7 @@ class Registry:
             raise DuplicateNameError(
                 f"target {name!r} is registered twice: by {self.targets[name].source} and by {source}"
             )
+        target_identity(target, source)  # a target whose cache identity cannot be computed stops start-up
         self.targets[name] = Entry(target, source)
 
     def add_sampler(self, sampler: Sampler | SamplerFamily, source: str) -> None:
