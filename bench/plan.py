@@ -12,16 +12,16 @@ from __future__ import annotations
 from typing import Any
 
 from bench.cache import ModelCache
-from bench.contracts import FitContext, UnsupportedTarget
+from bench.contracts import UnsupportedTarget
 from bench.registry import Registry
-from bench.runner import RunConfig
+from bench.runner import PairSession, RunConfig
 
 
 def plan_run(config: RunConfig, registry: Registry) -> list[dict[str, Any]]:
     """One entry per (target, sampler) pair, in the order a run visits them.
 
-    Fits run as in :func:`bench.runner.run_pair` (same device, dtype, seed and
-    profile, so the same cache keys) but against a plan-mode cache: no model
+    Fits run through :meth:`bench.runner.PairSession.fit`, as in a run (same
+    context, so the same cache keys), but against a plan-mode cache: no model
     is trained, no file is written, and sampling is never called.
 
     Args:
@@ -51,10 +51,8 @@ def plan_run(config: RunConfig, registry: Registry) -> list[dict[str, Any]]:
             except UnsupportedTarget as exc:
                 entry.update(status="skipped", reason=str(exc))
                 continue
-            ctx = FitContext(config.device, config.dtype, config.seed, config.profile, cache)
             try:
-                sampler.fit(target, ctx)
+                entry["models"] = PairSession.fit(sampler, target, config, cache).ctx.models
             except Exception as exc:  # the run would record this pair as failed; the plan goes on
                 entry.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
-            entry["models"] = ctx.models
     return plan
