@@ -114,8 +114,9 @@ def _digest(value: Any, path: str, active: set[int]) -> bytes:
     """
     if value is None or isinstance(value, (bool, np.bool_)):
         return _sha(b"const", repr(None if value is None else bool(value)).encode())
-    if isinstance(value, np.generic) and not isinstance(value, (np.str_, np.bytes_, np.void)):
-        return _digest(value.item(), path, active)
+    if isinstance(value, np.generic) and not isinstance(value, (np.str_, np.bytes_)):
+        item = value.item()  # a numpy number hashes as the Python number it equals
+        return _digest(np.asarray(value) if isinstance(item, np.generic) else item, path, active)
     if isinstance(value, numbers.Integral):
         return _sha(b"int", str(int(value)).encode())
     if isinstance(value, float):

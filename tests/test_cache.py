@@ -163,7 +163,7 @@ def test_unwritable_cache_keeps_models_in_memory_with_one_warning(tmp_path, plug
     assert first["id"] == second["id"] and [first["source"], second["source"]] == ["trained", "memory"]
     assert shared.calls == 1 and other.calls == 1
     assert sum("cannot write the model cache" in r.getMessage() for r in caplog.records) == 1
-    assert len(caplog.records) == 1  # no 'ignoring cache entry' for the missing folder either
+    assert "ignoring cache entry" not in caplog.text  # a missing folder is no corrupt entry
     assert blocker.read_text() == "not a directory"
 
 
