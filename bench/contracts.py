@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Protocol, Seq
 import torch
 from torch import Tensor
 
+from bench.identity import state_digest
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -69,6 +71,11 @@ class Target(abc.ABC):
     :meth:`score`, :meth:`noised_score`.  Targets may also contribute their own
     metrics (:meth:`extra_metrics`, :attr:`metric_specs`) and their own figure
     panel (:meth:`plot_panel`).
+
+    Keep the parameters that define the distribution in public attributes
+    (tensors, arrays, numbers, strings, containers of those): :meth:`fingerprint`
+    hashes them, so cached models follow every change of the distribution.
+    Prefix with ``_`` what does not change it (caches, handles).
     """
 
     name: str
@@ -116,8 +123,25 @@ class Target(abc.ABC):
         return overrides(self, capability, Target)
 
     def fingerprint(self) -> Mapping[str, Any]:
-        """JSON-able description of the target's parameters (part of model-cache keys)."""
-        return {"name": self.name, "dim": self.dim}
+        """JSON-able identity of the target's distribution: part of every model-cache key.
+
+        Default: ``{"name", "dim", "state"}``, where ``state`` is a SHA-256 digest of
+        the target's public attributes (instance attributes and public class data
+        attributes not starting with ``_``; ``description`` and ``metric_specs``
+        excluded): change a parameter and every model trained on the target is
+        retrained.  Tensors, arrays, numbers, strings and nested containers of those
+        hash (see :mod:`bench.identity`).  Override (e.g. extend
+        ``super().fingerprint()``) when the distribution also depends on something
+        else, such as module constants, or when an attribute cannot be hashed.
+
+        Called when the target registers: an attribute that cannot be hashed stops
+        start-up with a :class:`~bench.errors.PluginError` naming the target and
+        the attribute.
+
+        Raises:
+            bench.identity.UnhashableStateError: A public attribute cannot be hashed.
+        """
+        return {"name": self.name, "dim": self.dim, "state": state_digest(self)}
 
     def extra_metrics(self, generated: Tensor, reference: Tensor) -> dict[str, float]:
         """Target-specific metrics (e.g. physics residuals), keyed as in :attr:`metric_specs`.

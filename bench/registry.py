@@ -18,6 +18,7 @@ from typing import Any, Callable, Generic, Iterable, TypeVar
 
 from bench.contracts import Sampler, SamplerFamily, Target
 from bench.errors import PluginError, UsageError
+from bench.identity import target_identity
 from bench.plugins import DISABLE_PLUGINS_ENV, BrokenPlugin, PluginManager, one_line
 
 T = TypeVar("T")
@@ -174,6 +175,8 @@ class Registry:
                 f"target {name!r} is registered twice: by {self.targets[name].source} and by {source}",
                 [self.targets[name].distribution, distribution or source],
             )
+        # a target whose cache identity cannot be computed stops start-up, naming its distribution
+        target_identity(target, source, [distribution or source])
         self.targets[name] = Entry(target, source, plugin, distribution or source)
 
     def add_sampler(

@@ -117,6 +117,10 @@ def check_samples(samples: object, n: int, dim: int) -> Tensor:
     bad = (~torch.isfinite(samples)).any(dim=1).sum().item()
     if bad:
         raise SampleError(f"{bad} of {n} samples contain NaN or inf")
+    # Metrics run in float32's range; a wider dtype's huge values would turn into inf there.
+    out_of_range = (samples.abs() > torch.finfo(torch.float32).max).any(dim=1).sum().item()
+    if out_of_range:
+        raise SampleError(f"{out_of_range} of {n} samples are out of float32's range (|x| > 3.4e38)")
     return samples.detach().to("cpu", torch.float32)
 
 

@@ -231,9 +231,9 @@ class DampedOscillator(Target):
         return torch.linspace(0.0, Z_MAX, self.dim, dtype=dtype, device=device)
 
     def fingerprint(self) -> Mapping[str, Any]:
+        """The default identity (``name``, ``dim``, the grid step) plus the module-level physics constants."""
         return {
-            "name": self.name, "dim": self.dim, "x0": X0, "v0": V0,
-            "xi_range": [XI_LOW, XI_HIGH], "z_range": [0.0, Z_MAX],
+            **super().fingerprint(), "x0": X0, "v0": V0, "xi_range": [XI_LOW, XI_HIGH], "z_range": [0.0, Z_MAX],
         }
 
     def sample(self, n: int, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> Tensor:

@@ -1,15 +1,23 @@
-"""The model cache: shared in memory, persisted safely, retrains on bad entries."""
+"""The model cache: shared in memory, persisted safely, retrains on bad entries, never fatal; target identities."""
 
 from __future__ import annotations
 
+import json
 import logging
 
+import numpy as np
+import pytest
 import torch
 
-from bench.cache import ModelCache
-from bench.contracts import FitContext
+from bench import hookimpl
+from bench.cache import CACHE_FORMAT, ModelCache
+from bench.contracts import FitContext, Sampler, Target
+from bench.errors import PluginError
 from bench.profiles import get_profile
+from bench.registry import Registry
+from bench.runner import RunConfig, run
 from targets.gmm import gmm3d
+from tests.conftest import registered
 
 
 def _ctx(cache, seed=0):
@@ -116,3 +124,247 @@ def test_atomic_write_gives_ordinary_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert path.read_bytes() == b"x" and (path.stat().st_mode & 0o777) == 0o666 & ~mask
+
+
+# --- Never fatal: an unwritable directory, numpy state, old formats ---------------------------------
+
+
+class SharedModelSampler(Sampler):
+    """Asks the cache for a ``kind`` model: two instances of one kind share it."""
+
+    def __init__(self, name, kind, trainer):
+        self.name, self.kind, self.trainer = name, kind, trainer
+
+    def fit(self, target, ctx):
+        model = ctx.cached_model(self.kind, target, {"steps": 1}, lambda: torch.nn.Linear(target.dim, target.dim),
+                                 self.trainer)
+        return lambda n, generator: target.sample(n, generator) + 0 * model(torch.zeros(1, target.dim))
+
+
+def test_unwritable_cache_keeps_models_in_memory_with_one_warning(tmp_path, plugin_manager, caplog):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    shared, other = Trainer(), Trainer()
+
+    class Plugin:
+        @hookimpl
+        def register_samplers(self, register):
+            register(SharedModelSampler("share-a", "toy-shared", shared))
+            register(SharedModelSampler("share-b", "toy-shared", shared))
+            register(SharedModelSampler("other", "toy-other", other))
+
+    config = RunConfig(["share-a", "share-b", "other"], ["gmm3d"], get_profile("smoke"), torch.device("cpu"),
+                       n=50, repeats=1, warmup=0, cache_dir=blocker / "cache")
+    with registered(plugin_manager, Plugin(), "shared-models") as registry:
+        with caplog.at_level(logging.WARNING, logger="pingsbench"):
+            rows = run(config, registry)["rows"]
+    assert [row["status"] for row in rows] == ["ok", "ok", "ok"]
+    first, second = (row["fit"]["models"][0] for row in rows[:2])
+    assert first["id"] == second["id"] and [first["source"], second["source"]] == ["trained", "memory"]
+    assert shared.calls == 1 and other.calls == 1
+    assert sum("cannot write the model cache" in r.getMessage() for r in caplog.records) == 1
+    assert "ignoring cache entry" not in caplog.text  # a missing folder is no corrupt entry
+    assert blocker.read_text() == "not a directory"
+
+
+class NumpyState(torch.nn.Linear):
+    """A module whose extra state holds numpy values, as third-party code often does."""
+
+    def __init__(self):
+        super().__init__(3, 3)
+        self.extra = {"scale": np.float64(1.0), "count": np.int64(0), "table": np.zeros(4, dtype=np.float32),
+                      "nested": [np.float32(0.5), (np.int16(2), "label")]}
+
+    def get_extra_state(self):
+        return self.extra
+
+    def set_extra_state(self, state):
+        self.extra = state
+
+
+def _train_numpy(module):
+    with torch.no_grad():
+        module.weight.fill_(2.0)
+    module.extra = {"scale": np.float64(2.5), "count": np.int64(3), "table": np.arange(4, dtype=np.float32),
+                    "nested": [np.float32(1.5), (np.int16(7), "label")]}
+    return {"steps": np.int64(5), "loss": np.float32(0.25), "curve": np.array([1.0, 0.5]),
+            "history": {"loss": [np.float64(1.0), np.float64(0.5)]}}
+
+
+def _assert_trained_numpy_state(extra):
+    assert type(extra["scale"]) is np.float64 and extra["scale"] == 2.5
+    assert type(extra["count"]) is np.int64 and extra["count"] == 3
+    assert extra["table"].dtype == np.float32 and extra["table"].tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert type(extra["nested"][0]) is np.float32 and type(extra["nested"][1][0]) is np.int16
+    assert extra["nested"][1] == (7, "label")
+
+
+def test_numpy_extra_state_and_info_are_saved_loadably(tmp_path):
+    ctx = _ctx(ModelCache(tmp_path))
+    module = ctx.cached_model("numpy", gmm3d(), {}, NumpyState, _train_numpy)
+    assert torch.equal(module.weight, torch.full((3, 3), 2.0))
+    _assert_trained_numpy_state(module.extra)
+    info = ctx.models[0]
+    assert info["steps"] == 5 and type(info["steps"]) is int and info["curve"] == [1.0, 0.5]
+    json.dumps(info)  # plain Python: results.json needs no fallback
+    (entry,) = tmp_path.iterdir()
+    assert torch.load(entry, weights_only=True)["format"] == CACHE_FORMAT
+
+    again = _ctx(ModelCache(tmp_path))
+    loaded = again.cached_model("numpy", gmm3d(), {}, NumpyState, _train_numpy_not_again)
+    assert again.models[0]["source"] == "disk" and again.models[0]["steps"] == 5
+    assert torch.equal(loaded.weight, module.weight)
+    _assert_trained_numpy_state(loaded.extra)  # restored with its numpy types
+
+
+def _train_numpy_not_again(module):
+    raise AssertionError("a valid cache entry exists")
+
+
+class Opaque:
+    """Extra state that no weights-only loader accepts."""
+
+
+def test_extra_state_that_would_not_load_skips_the_save_with_a_warning(tmp_path, caplog):
+    class OpaqueState(torch.nn.Linear):
+        def get_extra_state(self):
+            return {"handle": Opaque()}
+
+        def set_extra_state(self, state):
+            pass
+
+    def train(module):
+        with torch.no_grad():
+            module.weight.fill_(3.0)
+        return {}
+
+    cache = ModelCache(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="pingsbench"):
+        first_ctx, second_ctx = _ctx(cache), _ctx(cache)
+        module = first_ctx.cached_model("opaque", gmm3d(), {}, lambda: OpaqueState(3, 3), train)
+        again = second_ctx.cached_model("opaque", gmm3d(), {}, lambda: OpaqueState(3, 3), train)
+    assert again is module and torch.equal(module(torch.ones(1, 3)), torch.full((1, 3), 9.0) + module.bias)
+    assert second_ctx.models[0]["source"] == "memory"
+    assert "not caching" in caplog.text and "weights_only" in caplog.text
+    assert list(tmp_path.iterdir()) == []  # nothing half-usable written
+
+
+def test_old_format_entry_is_retrained_never_read(tmp_path, caplog):
+    trainer = Trainer()
+    _get(_ctx(ModelCache(tmp_path)), trainer)
+    (entry,) = tmp_path.iterdir()
+    payload = torch.load(entry, weights_only=True)
+    payload["format"] = CACHE_FORMAT - 1
+    torch.save(payload, entry)
+    with caplog.at_level(logging.WARNING, logger="pingsbench"):
+        ctx = _ctx(ModelCache(tmp_path))
+        _get(ctx, trainer)
+    assert trainer.calls == 2 and ctx.models[0]["source"] == "trained"
+    assert f"format {CACHE_FORMAT - 1}" in caplog.text
+    assert torch.load(entry, weights_only=True)["format"] == CACHE_FORMAT  # rewritten in the new format
+
+
+# --- Identity: the target's state is part of every key ----------------------------------------------
+
+
+class Blob(Target):
+    """A plugin-like target written from scratch: ``N(mean, scale² I)``."""
+
+    name, dim = "blob", 2
+
+    def __init__(self, mean=(0.0, 0.0), scale=1.0, extras=None, description="a blob"):
+        self.mean = torch.tensor(mean)
+        self.scale = scale
+        self.extras = extras or {"tags": ["a", "b"], "grid": np.linspace(0, 1, 3)}
+        self.description = description
+        self._draw_cache = {}  # private: never part of the identity
+
+    def sample(self, n, generator, dtype=torch.float32):
+        noise = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
+        return (self.mean + self.scale * noise).to(dtype)
+
+
+def _model_record(target, directory, trainer):
+    ctx = _ctx(ModelCache(directory))
+    ctx.cached_model("toy", target, {"steps": 1}, lambda: torch.nn.Linear(2, 2), trainer)
+    return ctx.models[0]
+
+
+def test_a_changed_parameter_gives_a_new_model_and_equal_ones_reuse_it(tmp_path):
+    trainer = Trainer()
+    first = _model_record(Blob(), tmp_path, trainer)
+    shifted = _model_record(Blob(mean=(0.0, 0.5)), tmp_path, trainer)
+    same = _model_record(Blob(), tmp_path, trainer)
+    assert first["source"] == "trained" and shifted["source"] == "trained" and shifted["id"] != first["id"]
+    assert same["source"] == "disk" and same["id"] == first["id"] and trainer.calls == 2
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"mean": (0.0, 1e-6)},
+        {"scale": 1.5},
+        {"scale": np.float32(1.5)},
+        {"extras": {"tags": ["a", "c"], "grid": np.linspace(0, 1, 3)}},
+        {"extras": {"tags": ["a", "b"], "grid": np.linspace(0, 2, 3)}},
+    ],
+)
+def test_every_kind_of_public_attribute_is_part_of_the_identity(changed):
+    assert Blob(**changed).fingerprint() != Blob().fingerprint()
+
+
+def test_description_private_attributes_and_container_types_leave_the_identity_alone():
+    blob = Blob()
+    blob._draw_cache["x"] = object()
+    assert Blob(description="renamed").fingerprint() == Blob().fingerprint() == blob.fingerprint()
+    assert Blob(scale=np.float64(1.0)).fingerprint() == Blob().fingerprint()  # a number is a number
+    assert json.loads(json.dumps(Blob().fingerprint())) == Blob().fingerprint()
+
+
+def test_class_level_parameters_count_too():
+    class Wide(Blob):
+        spread = 2.0
+
+    class Wider(Blob):
+        spread = 3.0
+
+    assert Wide().fingerprint() != Wider().fingerprint()
+
+
+def test_gmm_identity_follows_its_parameters():
+    moved = gmm3d()
+    moved.means[0, 0] += 0.1
+    assert moved.fingerprint() != gmm3d().fingerprint() and gmm3d().fingerprint() == gmm3d().fingerprint()
+
+
+def test_an_unhashable_attribute_stops_registration_naming_the_target(plugin_manager):
+    class WithCallback(Blob):
+        def __init__(self):
+            super().__init__()
+            self.transform = lambda x: 2 * x
+
+    class Plugin:
+        @hookimpl
+        def register_targets(self, register):
+            register(WithCallback())
+
+    with pytest.raises(PluginError, match=r"target 'blob'.*'transform'.*override Target.fingerprint\(\)"):
+        with registered(plugin_manager, Plugin(), "unhashable-target"):
+            pass
+
+    class Described(WithCallback):
+        def fingerprint(self):
+            return {"name": self.name, "dim": self.dim, "mean": self.mean.tolist()}
+
+    registry = Registry()
+    registry.add_target(Described(), "test")
+    assert registry.target("blob").fingerprint()["mean"] == [0.0, 0.0]
+
+
+def test_a_fingerprint_that_is_not_json_is_a_plugin_error():
+    class Bad(Blob):
+        def fingerprint(self):
+            return {"name": self.name, "mean": self.mean}
+
+    with pytest.raises(PluginError, match="'blob'.*JSON-able"):
+        Registry().add_target(Bad(), "test")

@@ -262,3 +262,79 @@ def test_shape_errors_skip_coordinates_the_target_holds_constant():
     assert errors["kurt_mse"] == pytest.approx(varying["kurt_mse"])
     constant = torch.full((100, 2), 1.0, dtype=torch.float64)
     assert moment_errors(constant, reference[:100, 1:])["kurt_mse"] > 1.0  # a point mass is penalised
+
+
+# --- Odd data: atoms, duplicates, constant coordinates, extreme scales -----------------------------
+
+
+def _atoms(n: int, seed: int, mass: float = 0.8) -> torch.Tensor:
+    """``mass`` of the points on one atom at (1, 2, 3), the rest standard normal."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, generator=generator)
+    x[torch.rand(n, generator=generator) < mass] = torch.tensor([1.0, 2.0, 3.0])
+    return x
+
+
+def test_median_bandwidth_ignores_zero_distances_of_atoms_and_duplicates():
+    a, b = _atoms(80, 0), torch.cat([_atoms(20, 1)] * 2)  # 80 % on an atom; every point twice
+    z = torch.cat([a, b]).double().numpy()
+    pairwise = np.linalg.norm(z[:, None] - z[None], axis=-1)[np.triu_indices(len(z), 1)]
+    assert np.median(pairwise) == 0.0  # the plain heuristic would give no kernel at all
+    nonzero = np.sort(pairwise[pairwise > 0])
+    assert median_bandwidth(a, b, seed=0) == pytest.approx(nonzero[(len(nonzero) - 1) // 2], rel=1e-12)
+
+
+def test_median_bandwidth_fallbacks_stay_on_the_data_scale():
+    atom = torch.zeros(50, 2)
+    atom[0] = torch.tensor([3.0, 4.0])
+    # No distinct pair in a 2-point subsample (seeded): the pool's RMS pairwise distance √(2 Σ Var).
+    pool = torch.cat([atom, atom]).double().numpy()
+    rms = math.sqrt(2 * pool.var(axis=0).sum())
+    subsampled = [median_bandwidth(atom, atom, seed=s, max_points=2) for s in range(5)]
+    assert rms in [pytest.approx(h, rel=1e-12) for h in subsampled]
+    assert median_bandwidth(torch.ones(5, 2), torch.ones(4, 2), seed=0) == 1.0
+
+
+def test_metrics_of_atoms_are_finite_and_match_oracles():
+    a, b = _atoms(400, 0), _atoms(300, 1)
+    values = compute_metrics(a, b, seed=0, permutations=20)
+    assert all(math.isfinite(v) for v in values.values())
+    h = median_bandwidth(a, b, seed=derive_seed(0, "metrics", "median_bandwidth"))
+    gaussian = lambda dist: torch.exp(-(dist**2) / (2 * h**2))  # noqa: E731
+    assert values["mmd2_median"] == pytest.approx(_dense_unbiased(a, b, gaussian), rel=1e-9)
+    assert values["energy"] == pytest.approx(_dense_unbiased(a, b, lambda dist: -dist), rel=1e-6)
+
+
+def test_a_single_point_against_itself_scores_zero_everywhere():
+    point = torch.full((50, 3), 2.5)
+    values = compute_metrics(point, point.clone(), seed=0, permutations=10)
+    assert all(values[k] == 0.0 for k in values if k != "mmd2_pvalue") and values["mmd2_pvalue"] == 1.0
+    # Against a point mass, shape statistics are undefined: their errors are 0, mean and covariance count.
+    errors = moment_errors(_gaussians(50, 3, 0), point)
+    assert errors["skew_mse"] == errors["kurt_mse"] == 0.0 and errors["mean_mse"] > 1.0
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e-25])
+def test_metrics_follow_the_scale_of_extreme_data(scale):
+    # Homogeneity: energy and SWD scale with the data, MMD² with the median bandwidth and the
+    # shape errors do not change, mean and covariance errors scale as c² and c⁴.
+    a, b = _gaussians(300, 3, 0), _gaussians(200, 3, 1, mean=0.3, std=1.5)
+    unit = compute_metrics(a, b, seed=3, permutations=20)
+    scaled = compute_metrics(a * scale, b * scale, seed=3, permutations=20)
+    assert all(math.isfinite(v) for v in scaled.values())
+    assert scaled["energy"] == pytest.approx(scale * unit["energy"], rel=1e-6)
+    assert scaled["swd"] == pytest.approx(scale * unit["swd"], rel=1e-6)
+    assert scaled["mmd2_median"] == pytest.approx(unit["mmd2_median"], rel=1e-6)
+    assert scaled["mean_mse"] == pytest.approx(scale**2 * unit["mean_mse"], rel=1e-5)
+    assert scaled["cov_mse"] == pytest.approx(scale**4 * unit["cov_mse"], rel=1e-5)
+    assert scaled["skew_mse"] == pytest.approx(unit["skew_mse"], rel=1e-5)
+    assert scaled["kurt_mse"] == pytest.approx(unit["kurt_mse"], rel=1e-5)
+
+
+def test_samples_far_out_against_the_target_are_finite_and_far():
+    reference = _gaussians(300, 3, 0)
+    far = _gaussians(300, 3, 1).clamp(-3, 3) * 1e38  # near float32's largest value
+    values = compute_metrics(far, reference, seed=0, permutations=20)
+    assert all(math.isfinite(v) for v in values.values())
+    assert values["mmd2"] == pytest.approx(_dense_unbiased(far, reference, _bank), rel=1e-7)
+    assert values["energy"] > 1e37 and values["mmd2_pvalue"] < 0.05

@@ -43,7 +43,11 @@ _MIN_EXPONENT = -80.0
 
 @dataclasses.dataclass(frozen=True)
 class _GaussianSum:
-    """``k(u, v) = Σ_σ exp(-‖u - v‖² / (2σ²))``, evaluated in ``dtype``."""
+    """``k(u, v) = Σ_σ exp(-‖u - v‖² / (2σ²))``, evaluated in ``dtype``.
+
+    A squared distance beyond the dtype's range becomes ``inf`` and its kernel
+    value the negligible ``exp(-80)``, which is what it is: no range check needed.
+    """
 
     bandwidths: tuple[float, ...]
     dtype: torch.dtype
@@ -51,6 +55,9 @@ class _GaussianSum:
     @property
     def diagonal(self) -> float:
         return float(len(self.bandwidths))
+
+    def suited_to(self, max_sq_dist: float) -> _GaussianSum:
+        return self
 
     def __call__(self, sq_dist: Tensor) -> Tensor:
         sq_dist = sq_dist.to(self.dtype)
@@ -61,18 +68,32 @@ class _GaussianSum:
         return out
 
 
+#: Squared distances float32 holds with full precision (and room for the sums):
+#: beyond, float32 overflows (``> 3.4e38``) or goes subnormal (``< 1.2e-38``).
+_FLOAT32_SQ_RANGE = (2.0**-100, 2.0**100)
+
+
 @dataclasses.dataclass(frozen=True)
 class _NegativeDistance:
     """``k(u, v) = -‖u - v‖``; its unbiased MMD² is the energy distance.
 
-    Evaluated in float32 (float64 sqrt is ~4× slower): rounding is ~1e-7
-    relative per pair and averages out in the float64 sums.
+    Evaluated in float32 (float64 sqrt is ~2-4× slower): rounding is ~1e-7
+    relative per pair and averages out in the float64 sums.  Data whose squared
+    distances leave float32's range (samples of size 1e20, or 1e-20) get the
+    float64 kernel instead (:meth:`suited_to`).
     """
 
     diagonal: float = 0.0
+    dtype: torch.dtype = torch.float32
+
+    def suited_to(self, max_sq_dist: float) -> _NegativeDistance:
+        """This kernel, in float64 if squared distances up to ``max_sq_dist`` leave float32's range."""
+        low, high = _FLOAT32_SQ_RANGE
+        fits = max_sq_dist == 0.0 or low <= max_sq_dist <= high
+        return self if fits else dataclasses.replace(self, dtype=torch.float64)
 
     def __call__(self, sq_dist: Tensor) -> Tensor:
-        return sq_dist.float().sqrt_().neg_()
+        return sq_dist.to(self.dtype).sqrt_().neg_()
 
 
 _Kernel = Union[_GaussianSum, _NegativeDistance]
@@ -117,8 +138,55 @@ class _KernelSums:
         return _KernelSums(self.blocks + other.blocks, self.quad + other.quad, self.row_sums + other.row_sums)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Frames:
+    """The pool ``[a; b]`` in float64, centred two ways for the ``‖u‖² + ‖v‖² - 2u·v`` expansion.
+
+    Its rounding error is ``~ε (‖u‖² + ‖v‖²)``, so each pair is computed where
+    its points are small: pairs within ``b`` about ``b``'s mean, all others
+    about ``a``'s.  One shared centre would wreck the smaller sample's distances
+    when the two are far apart (samples of size 1e38 next to unit-scale target
+    draws: the target's points would all round to one point).
+
+    Attributes:
+        in_a: Every point minus ``a``'s mean, shape ``(N, d)``; ``in_a_sq`` its squared norms.
+        own: ``a`` minus its mean, then ``b`` minus its mean; ``own_sq`` its squared norms.
+    """
+
+    in_a: Tensor
+    in_a_sq: Tensor
+    own: Tensor
+    own_sq: Tensor
+
+    @classmethod
+    def of(cls, a: Tensor, b: Tensor) -> _Frames:
+        a, b = a.to(torch.float64), b.to(torch.float64)
+        a_mean = a.mean(0)
+        in_a = torch.cat([a, b]) - a_mean
+        own = torch.cat([a - a_mean, b - b.mean(0)])
+        return cls(in_a, (in_a * in_a).sum(1), own, (own * own).sum(1))
+
+    def max_sq_dist(self) -> float:
+        """An upper bound of every squared distance: ``‖u - v‖² ≤ 4 max ‖u‖²`` in one frame."""
+        return 4.0 * float(self.in_a_sq.max())
+
+    def tile(self, rows: slice, cols: slice, rows_a: int, cols_a: int) -> Tensor:
+        """Squared distances of a tile whose first ``rows_a`` rows and ``cols_a`` columns are in ``a``."""
+
+        def block(points: Tensor, sq: Tensor, r: slice, c: slice) -> Tensor:
+            return torch.addmm(sq[r, None], points[r], points[c].T, alpha=-2.0).add_(sq[c])
+
+        if rows_a == 0 and cols_a == 0:  # pairs within b only
+            return block(self.own, self.own_sq, rows, cols).clamp_(min=0.0)
+        out = block(self.in_a, self.in_a_sq, rows, cols)
+        if rows.start + rows_a < rows.stop and cols.start + cols_a < cols.stop:  # some pairs within b
+            within_b = slice(rows.start + rows_a, rows.stop), slice(cols.start + cols_a, cols.stop)
+            out[rows_a:, cols_a:] = block(self.own, self.own_sq, *within_b)
+        return out.clamp_(min=0.0)
+
+
 def _accumulate(
-    z: Tensor,
+    frames: _Frames,
     n: int,
     terms: Sequence[tuple[_Kernel, Tensor | None]],
     chunk: int,
@@ -127,14 +195,13 @@ def _accumulate(
     """Kernel sums of every term over the given upper-triangle tiles of the pool's pairwise matrix.
 
     Args:
-        z: Centred pool ``[a; b]``, shape ``(N, d)``, float64; the first ``n`` rows are ``a``.
+        frames: The pool ``[a; b]`` (``N`` points; the first ``n`` are ``a``).
         n: Size of ``a``.
         terms: As in :func:`_two_sample_statistics`.
         chunk: Tile side.
         tiles: Top-left corners ``(i0, j0)``, ``i0 ≤ j0``, of the tiles to sum.
     """
-    total = len(z)
-    sq_norm = (z * z).sum(1)
+    total = len(frames.own)
     sums = [
         _KernelSums(
             torch.zeros(3, dtype=torch.float64),
@@ -147,8 +214,7 @@ def _accumulate(
         rows, cols = slice(i0, min(i0 + chunk, total)), slice(j0, min(j0 + chunk, total))
         # The tile's first rows_a rows (cols_a columns) are points of a.
         rows_a, cols_a = min(max(n - i0, 0), rows.stop - i0), min(max(n - j0, 0), cols.stop - j0)
-        sq_dist = torch.addmm(sq_norm[rows, None], z[rows], z[cols].T, alpha=-2.0)
-        sq_dist.add_(sq_norm[cols]).clamp_(min=0.0)
+        sq_dist = frames.tile(rows, cols, rows_a, cols_a)
         diagonal_tile = i0 == j0
         if diagonal_tile:
             sq_dist.fill_diagonal_(0.0)  # so that k(x, x) is exactly kernel.diagonal
@@ -202,14 +268,15 @@ def _two_sample_statistics(
     """
     n, m = len(a), len(b)
     total = n + m
-    # Centring is translation-invariant and shrinks ‖z‖², hence the
+    # Centring is translation-invariant and shrinks ‖u‖², hence the
     # cancellation in ‖u‖² + ‖v‖² - 2u·v that small bandwidths are sensitive to.
-    z = torch.cat([a, b]).to(torch.float64)
-    z -= z.mean(0)
+    frames = _Frames.of(a, b)
+    max_sq_dist = frames.max_sq_dist()
+    terms = [(kernel.suited_to(max_sq_dist), splits) for kernel, splits in terms]
     tiles = [(i0, j0) for i0 in range(0, total, chunk) for j0 in range(i0, total, chunk)]
     threads = torch.get_num_threads()
     workers = min(threads, len(tiles))
-    accumulate = functools.partial(_accumulate, z, n, terms, chunk)
+    accumulate = functools.partial(_accumulate, frames, n, terms, chunk)
     if workers == 1:  # one tile or one thread: no pool, and no thread-setting switch (~10 ms)
         partials = [accumulate(tiles)]
     else:
@@ -310,7 +377,14 @@ def mmd2_permutation_test(
 
 
 def median_bandwidth(a: Tensor, b: Tensor, *, seed: int, max_points: int = 2000) -> float:
-    """Median pairwise distance of the pooled sample (the "median heuristic").
+    """Median distance between distinct points of the pooled sample (the "median heuristic").
+
+    Pairs at distance zero are left out: a target with atoms (80 % of its mass
+    on one point) or a sampler emitting duplicates puts most pairs there, and a
+    zero bandwidth is no kernel.  Two fallbacks keep the bandwidth positive and
+    on the data's scale: if no two (sub)sampled points differ, the root-mean-
+    square distance between pooled points, ``√(2 Σ_k Var z_k)``; if every pooled
+    point coincides, 1 (the MMD² is then 0 for every bandwidth).
 
     Args:
         a: First sample, shape ``(n, d)``.
@@ -320,19 +394,28 @@ def median_bandwidth(a: Tensor, b: Tensor, *, seed: int, max_points: int = 2000)
             this many pooled points.
 
     Returns:
-        The (lower) median of ``‖z_i - z_j‖``, ``i < j``, over the (sub)sample.
+        The (lower) median of the nonzero ``‖z_i - z_j‖``, ``i < j``, over the
+        (sub)sample, or a fallback above; always positive and finite for finite input.
     """
-    z = torch.cat([a, b]).to(torch.float64)
+    pool = torch.cat([a, b]).to(torch.float64)
+    z = pool
     if len(z) > max_points:
         z = z[torch.randperm(len(z), generator=torch.Generator().manual_seed(seed))[:max_points]]
-    return float(torch.pdist(z).median())
+    distances = torch.pdist(z)
+    distances = distances[distances > 0]
+    if len(distances):
+        return float(distances.median())
+    centred = pool - pool.mean(0)
+    rms = float((2.0 * centred.square().sum(1).mean()).sqrt())
+    return rms if rms > 0 else 1.0
 
 
 def energy_distance(a: Tensor, b: Tensor, *, chunk: int = DEFAULT_CHUNK) -> float:
     """Energy distance ``2E‖X-Y‖ - E‖X-X'‖ - E‖Y-Y'‖`` (Székely & Rizzo, 2013).
 
     Within-sample expectations are U-statistics (pairs ``i ≠ j``), so the
-    estimate is unbiased; distances are float32, sums float64.
+    estimate is unbiased; distances are float32 (float64 when the data's scale
+    leaves float32's range, e.g. samples of size 1e20), sums float64.
 
     Args:
         a: First sample, shape ``(n, d)``.

@@ -137,7 +137,8 @@ def _noised_batch(
     noise = torch.randn(x0.shape, generator=generator, device=device, dtype=dtype)
     log_alpha = schedule.grid_log_alpha(x0)[i - 1, None]
     x_t = torch.exp(log_alpha) * x0 + torch.sqrt(-torch.expm1(2 * log_alpha)) * noise
-    return x_t, i.to(dtype) / schedule.T, noise
+    # One rounding of i/T into ``dtype`` (in bfloat16, i itself would already round).
+    return x_t, (i.to(torch.float64) / schedule.T).to(dtype), noise
 
 
 def train_epsnet(model: EpsNet, target: Target, ctx: FitContext, steps: int, batch: int) -> dict[str, Any]:

@@ -57,14 +57,24 @@ class DiscreteVPSchedule:
             self._tables[key] = self.log_alpha_grid.to(device=like.device, dtype=like.dtype)
         return self._tables[key]
 
+    def _left_index(self, t: Tensor) -> Tensor:
+        """0-based index of the grid point left of ``t`` (float64 ``t``), clamped to a valid piece.
+
+        Integer arithmetic on float64 times: in a narrow dtype such as bfloat16,
+        ``T - 1 = 999`` itself rounds to 1000 and would index past the grid.
+        """
+        return torch.floor(t * self.T).long().clamp(1, self.T - 1) - 1
+
     def log_alpha(self, t: Tensor) -> Tensor:
-        """``log α(t)``, linear in ``t`` between grid points (extrapolated linearly outside)."""
-        grid = self.grid_log_alpha(t)
-        u = t * self.T  # grid index in 1..T
-        left = torch.clamp(torch.floor(u), 1, self.T - 1)
-        i = left.long() - 1  # 0-based index of the left grid point
+        """``log α(t)``, linear in ``t`` between grid points (extrapolated linearly outside).
+
+        Computed in float64 whatever ``t``'s dtype; returned in ``t``'s dtype.
+        """
+        t64 = t.to(torch.float64)
+        grid = self.grid_log_alpha(t64)
+        i = self._left_index(t64)
         lo, hi = grid[i], grid[i + 1]
-        return lo + (u - left) * (hi - lo)
+        return (lo + (t64 * self.T - (i + 1)) * (hi - lo)).to(t.dtype)
 
     def alpha_bar(self, t: Tensor) -> Tensor:
         """``ᾱ(t) = α(t)²``; equals ``Π_{s≤i}(1-β_s)`` at ``t = i/T``."""
@@ -86,25 +96,29 @@ class DiscreteVPSchedule:
     def t_from_lambda(self, lam: Tensor) -> Tensor:
         """Inverse of :meth:`lambda_` (exact for the piecewise-linear ``log α``).
 
-        ``log α = -½ log(1 + e^{-2λ})``, then ``t`` by inverting the linear pieces.
+        ``log α = -½ log(1 + e^{-2λ})``, then ``t`` by inverting the linear pieces;
+        computed in float64, returned in ``lam``'s dtype.
         """
-        grid = self.grid_log_alpha(lam)
-        log_alpha = -0.5 * torch.logaddexp(torch.zeros_like(lam), -2 * lam)
+        lam64 = lam.to(torch.float64)
+        grid = self.grid_log_alpha(lam64)
+        log_alpha = -0.5 * torch.logaddexp(torch.zeros_like(lam64), -2 * lam64)
         # log α decreases in t: search the negated (increasing) grid.
         i = torch.searchsorted(-grid, -log_alpha.contiguous()).clamp(1, self.T - 1) - 1
         lo, hi = grid[i], grid[i + 1]
-        return (i + 1 + (log_alpha - lo) / (hi - lo)) / self.T
+        return ((i + 1 + (log_alpha - lo) / (hi - lo)) / self.T).to(lam.dtype)
 
     def drift(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """Coefficients ``(f(t), g²(t))`` of the VP SDE ``dx = f x dt + g dW``.
 
         ``f = d log α/dt`` and ``g² = dσ²/dt - 2fσ² = -2f`` (because ``α² + σ² = 1``);
         the probability-flow ODE is ``dx/dt = f x - ½ g² ∇log p_t(x) = f x + (g²/2σ) ε̂``.
-        ``f`` is piecewise constant (the slope of the linear piece containing ``t``).
+        ``f`` is piecewise constant (the slope of the linear piece containing ``t``); computed in
+        float64, returned in ``t``'s dtype.
         """
-        grid = self.grid_log_alpha(t)
-        left = torch.clamp(torch.floor(t * self.T), 1, self.T - 1).long() - 1
-        f = (grid[left + 1] - grid[left]) * self.T
+        t64 = t.to(torch.float64)
+        grid = self.grid_log_alpha(t64)
+        left = self._left_index(t64)
+        f = ((grid[left + 1] - grid[left]) * self.T).to(t.dtype)
         return f, -2 * f
 
 

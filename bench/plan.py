@@ -1,0 +1,58 @@
+"""What a run would do, without doing it (``pingsbench run --dry-run``).
+
+Every selected sampler is fitted on every selected target through a
+plan-mode :class:`~bench.cache.ModelCache`: modules are built, nothing is
+trained or written, and each model the sampler asks for is reported as reused
+from memory (another sampler of the run obtains it first), loaded from the
+cache directory, or trained.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.cache import ModelCache
+from bench.contracts import UnsupportedTarget
+from bench.registry import Registry
+from bench.runner import PairSession, RunConfig
+
+
+def plan_run(config: RunConfig, registry: Registry) -> list[dict[str, Any]]:
+    """One entry per (target, sampler) pair, in the order a run visits them.
+
+    Fits run through :meth:`bench.runner.PairSession.fit`, as in a run (same
+    context, so the same cache keys), but against a plan-mode cache: no model
+    is trained, no file is written, and sampling is never called.
+
+    Args:
+        config: What would run; ``config.cache_dir`` is where entries are looked up
+            (``None``: no disk cache, every model would be trained).
+        registry: Where names are resolved (unknown names must be rejected before).
+
+    Returns:
+        Dicts with ``sampler``, ``target``, ``status`` (``"run"``; ``"skipped"`` when
+        :meth:`~bench.contracts.Sampler.check` refuses the target; ``"failed"`` when the
+        fit itself raised, as the run's row would), ``reason`` (``None`` for ``"run"``)
+        and ``models``: one ``{"id", "kind", "source"}`` per model the sampler uses, with
+        ``source`` ``"memory"``, ``"disk"`` or ``"train"``.
+    """
+    cache = ModelCache(config.cache_dir, plan_only=True)
+    plan: list[dict[str, Any]] = []
+    for target_name in config.targets:
+        target = registry.target(target_name)
+        for sampler_name in config.samplers:
+            sampler = registry.sampler(sampler_name)
+            entry: dict[str, Any] = {
+                "sampler": sampler_name, "target": target_name, "status": "run", "reason": None, "models": [],
+            }
+            plan.append(entry)
+            try:
+                sampler.check(target)
+            except UnsupportedTarget as exc:
+                entry.update(status="skipped", reason=str(exc))
+                continue
+            try:
+                entry["models"] = PairSession.fit(sampler, target, config, cache).ctx.models
+            except Exception as exc:  # the run would record this pair as failed; the plan goes on
+                entry.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
+    return plan
