@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 import traceback
@@ -46,6 +47,21 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{message}; see {self.prog} --help")
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Shows an option's default in ``--help`` when it has a real one the help text does not already state."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or any(action.default is none for none in (None, False, argparse.SUPPRESS)):
+            return text
+        return f"{text} (default: {action.default})"
+
+
+def plural(count: int, noun: str) -> str:
+    """``"1 row"``, ``"2 rows"``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def default_out_dir(now: float | None = None) -> Path:
     """A fresh ``runs/<YYYYmmdd-HHMMSS>`` folder name (suffixed ``-2``, ``-3``… if taken)."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
@@ -71,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("run", "evaluate samplers on targets and write results.json, leaderboard.md and figures"),
         ("sweep", "like run, over every sampler family's NFE sweep (for the Pareto view)"),
     ):
-        run = sub.add_parser(name, parents=[verbose], help=help_text)
+        run = sub.add_parser(name, parents=[verbose], help=help_text,
+                             formatter_class=HelpFormatter)
         run.add_argument("--samplers", help="comma-separated names or family patterns as `list` prints them "
                                             "(default: all registered defaults; for sweep, all sweeps)")
         run.add_argument("--targets", help="comma-separated names (default: all)")
@@ -79,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         run.add_argument("--n", type=int, help="generated and held-out points per pair, ≥ 2 (default: profile's)")
         run.add_argument("--repeats", type=int, default=5, help="timed calls per pair, ≥ 1")
         run.add_argument("--warmup", type=int, default=3, help="untimed warm-up calls before timing, ≥ 0")
-        run.add_argument("--seed", type=int, default=0)
+        run.add_argument("--seed", type=int, default=0, help="every random stream is derived from it")
         run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (where available)")
         run.add_argument("--compile", action="store_true", help="torch.compile every sampler alike before timing")
         run.add_argument("--out", help="report folder (default: a new runs/<timestamp>/; "
@@ -96,9 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("results", type=Path)
 
     validate = sub.add_parser("validate", parents=[verbose],
-                              help="run a target's own physics validation (e.g. the DHO PINN check)")
+                              help="run a target's own physics validation (e.g. the DHO PINN check)",
+                              formatter_class=HelpFormatter)
     validate.add_argument("target")
-    validate.add_argument("--profile", default=DEFAULT_PROFILE, choices=list(PROFILES))
+    validate.add_argument("--profile", default=DEFAULT_PROFILE, choices=list(PROFILES), help="training budget")
     validate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (where available)")
     validate.add_argument("--out", help="folder (default: a new runs/<timestamp>/)")
     return parser
@@ -144,7 +162,7 @@ def cmd_run(args: argparse.Namespace, registry: Registry, sweep: bool) -> int:
 
     check_options(args)
     samplers = select_samplers(parse_names(args.samplers, "--samplers"), registry, sweep)
-    targets = parse_names(args.targets, "--targets") or list(registry.targets)
+    targets = list(dict.fromkeys(parse_names(args.targets, "--targets") or registry.targets))
     profile = get_profile(args.profile)
     config = RunConfig(
         samplers=samplers,
@@ -157,7 +175,7 @@ def cmd_run(args: argparse.Namespace, registry: Registry, sweep: bool) -> int:
         warmup=args.warmup,
         compile=args.compile,
         cache_dir=check_cache_dir(args.cache_dir, args.no_cache),
-        progress=not args.no_progress,
+        progress=not args.no_progress and sys.stderr.isatty(),  # bars would litter a piped log
     )
     config.validate(registry)
     out = check_out_dir(args.out if args.out is not None else default_out_dir(), "--out", create=not args.dry_run)
@@ -186,7 +204,8 @@ def execute(config: Any, registry: Registry, out: Path) -> int:
     pairs.close()
     write_report(results, out, registry)
     failed = [r for r in results["rows"] if r["status"] == "failed"]
-    print(f"{len(results['rows'])} rows, {len(failed)} failed; results.json, leaderboard.md and figures in {out}/")
+    print(f"{plural(len(results['rows']), 'row')}, {len(failed)} failed; results.json, leaderboard.md and figures "
+          f"in {out}/")
     return EXIT_FAILED_ROWS if failed else EXIT_OK
 
 
@@ -206,7 +225,9 @@ def cmd_dry_run(config: Any, registry: Registry, out: Path) -> int:
     models = [model for pair in plan for model in pair["models"]]
     unique = {source: len({m["id"] for m in models if m["source"] == source}) for source in ("train", "disk")}
     running = sum(pair["status"] == "run" for pair in plan)
-    print(f"dry run: {running} pairs would run, {len(plan) - running} skipped; models: {unique['train']} to train, "
+    failing = sum(pair["status"] == "failed" for pair in plan)
+    print(f"dry run: {plural(running, 'pair')} would run, {len(plan) - running - failing} skipped"
+          + (f", {failing} would fail" if failing else "") + f"; models: {unique['train']} to train, "
           f"{unique['disk']} to load from the cache, {sum(m['source'] == 'memory' for m in models)} reuses in memory; "
           f"nothing was trained or written (a run would write to {out}/)")
     return EXIT_OK
@@ -217,7 +238,7 @@ def cmd_report(path: Path, registry: Registry) -> int:
 
     results, folder = load_results(path)
     check_out_dir(folder, "the results folder", create=False)
-    print(f"wrote {write_report(results, folder, registry)}")
+    print(f"wrote {write_report(results, folder, registry)} and its figures")
     return EXIT_OK
 
 
@@ -261,6 +282,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # the reader went away (`pingsbench list | head`): stop without a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 1  # the output is incomplete, as Python's own recipe reports it
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -32,7 +32,7 @@ def plan_run(config: RunConfig, registry: Registry) -> list[dict[str, Any]]:
     Returns:
         Dicts with ``sampler``, ``target``, ``status`` (``"run"``; ``"skipped"`` when
         :meth:`~bench.contracts.Sampler.check` refuses the target; ``"failed"`` when the
-        fit itself raised, as the run's row would), ``reason`` (``None`` for ``"run"``)
+        check or the fit raised otherwise, as the run's row would), ``reason`` (``None`` for ``"run"``)
         and ``models``: one ``{"id", "kind", "source"}`` per model the sampler uses, with
         ``source`` ``"memory"``, ``"disk"`` or ``"train"``.
     """
@@ -48,11 +48,9 @@ def plan_run(config: RunConfig, registry: Registry) -> list[dict[str, Any]]:
             plan.append(entry)
             try:
                 sampler.check(target)
+                entry["models"] = PairSession.fit(sampler, target, config, cache).ctx.models
             except UnsupportedTarget as exc:
                 entry.update(status="skipped", reason=str(exc))
-                continue
-            try:
-                entry["models"] = PairSession.fit(sampler, target, config, cache).ctx.models
             except Exception as exc:  # the run would record this pair as failed; the plan goes on
                 entry.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
     return plan

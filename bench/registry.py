@@ -27,9 +27,11 @@ T = TypeVar("T")
 class UnknownNameError(UsageError, LookupError):
     """A requested sampler or target is not registered; the message lists what is."""
 
-    def __init__(self, kind: str, name: str, available: Iterable[str]) -> None:
+    def __init__(self, kind: str, name: str, available: Iterable[str], examples: Iterable[str] = ()) -> None:
         self.kind, self.name, self.available = kind, name, sorted(available)
-        close = difflib.get_close_matches(name, self.available, n=3)
+        # Suggest from the names and from family members (``ddim-10@exat`` → ``ddim-10@exact``), ignoring case.
+        candidates = {c.lower(): c for c in [*examples, *self.available]}
+        close = [candidates[c] for c in difflib.get_close_matches(name.lower(), list(candidates), n=3)]
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         super().__init__(f"unknown {kind} {name!r}.{hint} Available {kind}s: {', '.join(self.available)}")
 
@@ -70,8 +72,8 @@ def _family_names(family: SamplerFamily) -> tuple[str, ...]:
     return (*family.defaults, *family.sweep)
 
 
-def _switch_off(entry: Entry[Any]) -> str:
-    return f"switch one off with {DISABLE_PLUGINS_ENV}={entry.distribution} or uninstall it"
+def _switch_off(entry: Entry[Any], which: str = "it") -> str:
+    return f"switch {which} off with {DISABLE_PLUGINS_ENV}={entry.distribution} or uninstall it"
 
 
 class Registry:
@@ -228,6 +230,14 @@ class Registry:
         if stray is not None:
             raise PluginContractError(f"sampler family {pattern!r} from {source} lists {stray!r} in its "
                                       f"defaults or sweep, which its own regex does not match", [entry.distribution])
+        for name in names:  # a default that its own family refuses would break every plain run
+            try:
+                self._build(entry, name)
+            except PluginError:
+                raise
+            except UsageError as exc:
+                raise PluginContractError(f"sampler family {pattern!r} from {source} lists {name!r} in its "
+                                          f"defaults or sweep but refuses it ({exc})", [entry.distribution]) from exc
         if pattern in self.families:
             previous = self.families[pattern]
             raise DuplicateNameError(
@@ -274,7 +284,7 @@ class Registry:
             first, second = matches[:2]
             raise DuplicateNameError(
                 f"sampler {name!r} is matched by two families: {first.obj.pattern!r} from {first.source} and "
-                f"{second.obj.pattern!r} from {second.source}; {_switch_off(second)}",
+                f"{second.obj.pattern!r} from {second.source}; {_switch_off(second, 'one')}",
                 [first.distribution, second.distribution],
             )
         return matches[0] if matches else None
@@ -294,8 +304,12 @@ class Registry:
         entry = self.family_of(name)
         sampler = None if entry is None else self._build(entry, name)
         if sampler is None:
-            raise UnknownNameError("sampler", name, [*self.samplers, *self.families])
+            raise self._unknown_sampler(name)
         return sampler
+
+    def _unknown_sampler(self, name: str) -> UnknownNameError:
+        members = [n for entry in self.families.values() for n in _family_names(entry.obj)]
+        return UnknownNameError("sampler", name, [*self.samplers, *self.families], examples=members)
 
     @staticmethod
     def _build(entry: Entry[SamplerFamily], name: str) -> Sampler | None:
@@ -325,7 +339,7 @@ class Registry:
             return self.samplers[name].source
         entry = self.family_of(name)
         if entry is None:
-            raise UnknownNameError("sampler", name, [*self.samplers, *self.families])
+            raise self._unknown_sampler(name)
         return entry.source
 
     def default_samplers(self) -> list[str]:
@@ -346,7 +360,11 @@ class Registry:
 def _call_hookimpl(impl: Any, register: Callable[[Any], None]) -> None:
     """Call one hook implementation with the arguments it asks for (a subset of the spec's)."""
     if "register" in impl.argnames:
-        impl.function(register=register)
+        if impl.function(register=register) is not None:
+            raise PluginContractError(
+                f"{impl.function.__qualname__}(register) returned a value, which would be ignored; call "
+                f"register(...) for each plugin, or drop the 'register' argument and return them"
+            )
         return
     returned = impl.function()
     if returned is None:

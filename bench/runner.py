@@ -12,6 +12,7 @@ import json
 import logging
 import time
 import traceback
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,6 +24,7 @@ from bench.cache import ModelCache, atomic_write_bytes
 from bench.contracts import FitContext, SampleFn, Sampler, Target, UnsupportedTarget
 from bench.counting import CallCounter, CountedTarget, count_evaluations, nfe_record
 from bench.environment import environment
+from bench.errors import UsageError
 from bench.metrics import METRIC_SPECS, compute_metrics, mmd2
 from bench.profiles import Profile
 from bench.registry import Registry
@@ -268,6 +270,8 @@ def run_pair(
         sampler.check(target)
     except UnsupportedTarget as exc:
         return _failure(row, "skipped", exc)
+    except Exception as exc:  # a broken check() is the sampler's fault, not the run's
+        return _failure(row, "failed", exc)
 
     try:
         session = PairSession.fit(sampler, target, config, cache)
@@ -389,8 +393,18 @@ def write_samples(samples: dict[str, np.ndarray], out_dir: Path) -> Path:
 
 
 def load_samples(out_dir: Path) -> dict[str, np.ndarray]:
+    """The figure samples a run kept in ``out_dir/samples.npz``; ``{}`` (and a warning) if there are none.
+
+    Raises:
+        UsageError: The file exists but cannot be read (e.g. truncated).
+    """
     path = Path(out_dir) / "samples.npz"
     if not path.exists():
+        log.warning("%s is missing: the report is rendered without sample figures", path)
         return {}
-    with np.load(path, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise UsageError(f"{path} cannot be read ({type(exc).__name__}: {exc}); delete it to render the report "
+                         f"without sample figures, or re-run") from None

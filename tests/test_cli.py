@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -222,3 +223,22 @@ def test_dry_run_lists_pairs_and_models_and_trains_nothing(tmp_path, capsys):
     assert "4 pairs would run, 0 skipped; models: 1 to train, 0 to load from the cache, 1 reuses in memory" in table
     assert not cache.exists() or not any(cache.iterdir())
     assert not out.exists()
+
+
+def test_report_with_unreadable_samples_is_one_line(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["run", "--samplers", "target-draws", "--targets", "gmm3d", "--profile", "smoke", "--n", "100",
+                 "--repeats", "1", "--warmup", "0", "--no-progress", "--no-cache", "--out", str(out)]) == 0
+    samples = out / "samples.npz"
+    samples.write_bytes(samples.read_bytes()[:50])  # truncated
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "samples.npz cannot be read" in err and "Traceback" not in err
+
+
+def test_list_into_a_closed_pipe_ends_without_a_traceback():
+    pingsbench = Path(sys.executable).with_name("pingsbench")
+    done = subprocess.run(f"'{pingsbench}' list | head -n 1", shell=True, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PINGSBENCH_DISABLE_PLUGIN_AUTOLOAD": "1"})
+    assert done.stdout.startswith("Targets") and "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr

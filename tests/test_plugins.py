@@ -321,6 +321,18 @@ class Duplicate:
         register(gmm3d())
 
 
+class RegistersAndReturns:
+    @hookimpl
+    def register_samplers(self, register):
+        register(Named("registered"))
+        return [Named("returned-and-lost")]
+
+
+class RefusesItsDefault(NamedFamily):
+    def build(self, name, match):
+        raise ValueError(f"{self.pattern} takes n ≥ 1, got 0")
+
+
 def _import_error():
     raise ImportError("No module named 'missing_dependency'")
 
@@ -333,6 +345,9 @@ BROKEN_PLUGINS = {
     "argument the spec lacks": (UnknownArgument(), "device"),
     "duplicate name": (Duplicate(), "'gmm3d' is registered twice"),
     "overlapping family": (NamedFamily("ddim-<n>", r"ddim-(?P<n>\d+)", ["ddim-12"]), "overlap"),
+    "returns beside register": (RegistersAndReturns(), "returned a value, which would be ignored"),
+    "family refuses its default": (RefusesItsDefault("bd-<n>", r"bd-(?P<n>\d+)", ["bd-0"]),
+                                   "lists 'bd-0' in its defaults or sweep but refuses it"),
 }
 
 
@@ -376,3 +391,10 @@ def test_family_rule_surfaces_as_a_usage_error_naming_the_sampler(plugin_manager
 def test_errors_are_usage_and_plugin_errors():
     assert issubclass(UnknownNameError, UsageError) and issubclass(UnknownNameError, LookupError)
     assert issubclass(DuplicateNameError, PluginError) and issubclass(PluginLoadError, PluginError)
+
+
+@pytest.mark.parametrize("typo, suggestion", [("ddim-10@exat", "ddim-10@exact"), ("DDIM-10", "ddim-10"),
+                                              ("target-draw", "target-draws")])
+def test_unknown_sampler_suggests_family_members_ignoring_case(typo, suggestion, plugin_manager):
+    with pytest.raises(UnknownNameError, match=f"Did you mean [^?]*\\b{re.escape(suggestion)}\\b"):
+        Registry.from_plugin_manager(plugin_manager).sampler(typo)

@@ -9,6 +9,7 @@ import torch
 
 from bench import hookimpl
 from bench.cli import main
+from bench.plan import plan_run
 from bench.contracts import Sampler, UnsupportedTarget
 from bench.profiles import get_profile
 from bench.registry import Registry
@@ -91,6 +92,27 @@ def test_failing_pairs_become_failed_rows_and_the_rest_finish(bad_plugin_registr
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk["rows"] == json.loads(json.dumps(results["rows"]))
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+class BrokenCheck(Picky):
+    name = "broken-check"
+
+    def check(self, target):
+        raise KeyError("oops")
+
+
+def test_a_check_that_raises_fails_only_its_own_row(plugin_manager):
+    class Plugin:
+        @hookimpl
+        def register_samplers(self, register):
+            register(BrokenCheck())
+
+    with registered(plugin_manager, Plugin(), "broken-check") as registry:
+        config = _config(["broken-check", "target-draws"])
+        rows = run(config, registry)["rows"]
+        assert [(row["status"], row["error"]) for row in rows] == [("failed", "KeyError: 'oops'"), ("ok", None)]
+        assert [(pair["status"], pair["reason"]) for pair in plan_run(config, registry)] == [
+            ("failed", "KeyError: 'oops'"), ("run", None)]
 
 
 def test_nfe_is_measured_not_declared(bad_plugin_registry):
