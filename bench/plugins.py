@@ -36,11 +36,12 @@ BUILTIN_DISTRIBUTION = "pingsbench"
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "targets.gmm",
     "targets.dho",
-    "samplers.reference",
+    "samplers.reference.plugin",
     "samplers.diffusion.plugin",
-    "samplers.pings",
-    "samplers.flow",
-    "samplers.onestep",
+    "samplers.pings.plugin",
+    "samplers.flow.plugin",
+    "samplers.meanflow.plugin",
+    "samplers.distill.plugin",
 )
 
 

@@ -9,7 +9,7 @@ step is computed differs:
   block, autograd through all of it, the target–target block evaluated every step,
   and ``autograd.grad(g, t, ones)`` for ``∂_t g`` (a row sum; cheaper than the
   full vector, so the comparison flatters the public code);
-* ours: :func:`samplers.pings.training.training_step` (the code ``train_pings`` runs).
+* ours: :func:`samplers.pings.train.training_step` (the code ``train_pings`` runs).
 
 The public code's per-improvement checkpoint writes are left out of its step.  On a
 shared 2-core machine run with ``OMP_NUM_THREADS=1``: two OpenMP threads competing with
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from samplers.diffusion import ExactEps
 from samplers.pings import KernelBankMMD, ProbabilityFlow, Recipe, ScoreGuidance
-from samplers.pings.training import draw_batch, training_step
+from samplers.pings.train import draw_batch, training_step
 from targets.gmm import gmm3d
 
 BATCH = 2048

@@ -16,12 +16,12 @@ from bench.contracts import FitContext, Target, UnsupportedTarget
 from bench.counting import count_evaluations
 from bench.profiles import get_profile
 from bench.registry import Registry
-from samplers.diffusion import epsnet
 from samplers.diffusion import plugin as diffusion_plugin
-from samplers.diffusion.epsnet import ExactEps
+from samplers.diffusion import train as epsnet
+from samplers.diffusion.model import ExactEps
 from samplers.diffusion.plugin import SPECS, DiffusionSolverFamily
+from samplers.diffusion.sample import ddim, dpm_solver_2, dpm_solver_heun, dpm_solver_pp_2m
 from samplers.diffusion.schedule import DiscreteVPSchedule, timesteps
-from samplers.diffusion.solvers import ddim, dpm_solver_2, dpm_solver_heun, dpm_solver_pp_2m
 from targets.gmm import GaussianMixture, gmm3d
 from tests.conftest import registered
 

@@ -12,8 +12,10 @@ from bench.cache import ModelCache
 from bench.contracts import FitContext
 from bench.counting import count_evaluations
 from bench.profiles import get_profile
-from samplers.diffusion.epsnet import EpsNet, ExactEps, SinusoidalEmbedding, get_epsnet, train_epsnet
+from samplers.diffusion.model import EpsNet, ExactEps
+from samplers.diffusion.train import get_epsnet, train_epsnet
 from samplers.diffusion.schedule import DiscreteVPSchedule
+from samplers.nets import SinusoidalEmbedding
 from targets.gmm import GaussianMixture, gmm3d
 
 F64 = torch.float64

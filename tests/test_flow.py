@@ -12,20 +12,16 @@ from bench.cache import ModelCache
 from bench.contracts import FitContext
 from bench.counting import count_evaluations
 from bench.profiles import get_profile
-from samplers.flow import (
-    FlowMatchingFamily,
-    RectifiedFlowSampler,
-    build_mlp,
-    euler,
-    fit_standardization,
+from samplers.flow.plugin import FlowMatchingFamily, RectifiedFlowSampler
+from samplers.flow.sample import euler, heun, time_grid
+from samplers.flow.train import (
     flow_matching_loss,
     flow_matching_model,
-    heun,
     minibatch_ot_coupling,
     rectified_flow_model,
     reflow_pairs,
-    time_grid,
 )
+from samplers.nets import build_time_mlp, fit_standardization
 from targets.gmm import gmm3d
 
 MU = torch.tensor([1.5, -0.5], dtype=torch.float64)
@@ -109,7 +105,7 @@ def test_minibatch_ot_coupling_is_an_optimal_blockwise_permutation():
 def test_standardization_round_trips_and_keeps_constant_coordinates_finite():
     g = torch.Generator().manual_seed(4)
     x = torch.randn(1000, 3, generator=g) * torch.tensor([2.0, 0.5, 0.0]) + torch.tensor([1.0, -3.0, 0.7])
-    net = build_mlp(3, 1)
+    net = build_time_mlp(3, 1)
     fit_standardization(net, x)
     y = net.standardize(x)
     torch.testing.assert_close(y[:, :2].mean(0), torch.zeros(2), atol=1e-5, rtol=0)
@@ -125,7 +121,7 @@ def test_network_matches_the_epsnet_size():
     from samplers.diffusion import DiscreteVPSchedule, EpsNet
 
     for dim in (3, 64):
-        ours = sum(p.numel() for p in build_mlp(dim, 1).parameters())
+        ours = sum(p.numel() for p in build_time_mlp(dim, 1).parameters())
         theirs = sum(p.numel() for p in EpsNet(dim, DiscreteVPSchedule()).parameters())
         assert ours == theirs
 

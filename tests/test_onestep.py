@@ -11,17 +11,11 @@ from bench.contracts import FitContext, UnsupportedTarget
 from bench.counting import count_evaluations
 from bench.profiles import get_profile
 from samplers.diffusion import ExactEps, get_epsnet
-from samplers.onestep import (
-    DistilledSampler,
-    MeanFlowFamily,
-    OdeDistilledSampler,
-    distillation_pairs,
-    meanflow_jumps,
-    meanflow_target,
-    oscillator_residual_loss,
-    teacher_pairs,
-    weights_digest,
-)
+from samplers.distill.plugin import DistilledSampler, OdeDistilledSampler
+from samplers.distill.train import distillation_pairs, oscillator_residual_loss, teacher_pairs, weights_digest
+from samplers.meanflow.plugin import MeanFlowFamily
+from samplers.meanflow.sample import meanflow_jumps
+from samplers.meanflow.train import meanflow_target
 from targets.dho import DampedOscillator
 from targets.gmm import GaussianMixture, gmm3d
 

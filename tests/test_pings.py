@@ -15,13 +15,9 @@ from bench.metrics import mmd2 as reference_mmd2
 from bench.profiles import get_profile
 from samplers.diffusion import DiscreteVPSchedule, ExactEps
 from samplers.pings import (
-    PINGS,
-    PINGS_PF,
-    PINGS_PF_DISTILL,
     Budget,
     KernelBankMMD,
     PingsMLP,
-    PingsSampler,
     ProbabilityFlow,
     Recipe,
     ScoreGuidance,
@@ -30,7 +26,8 @@ from samplers.pings import (
 )
 from samplers.pings.mmd import GaussianKernelBank
 from samplers.pings.physics import flow_map_error
-from samplers.pings.training import draw_batch, loss_terms, moment_loss
+from samplers.pings.plugin import PINGS, PINGS_PF, PINGS_PF_DISTILL, PingsSampler
+from samplers.pings.train import draw_batch, loss_terms, moment_loss
 from targets.gmm import GaussianMixture, gmm3d
 
 TINY = Budget(steps=3, validate_every=1, validation_points=128)

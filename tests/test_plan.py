@@ -11,7 +11,7 @@ from bench.plan import plan_run
 from bench.profiles import get_profile
 from bench.registry import Registry
 from bench.runner import RunConfig, run
-from samplers.diffusion import epsnet
+from samplers.diffusion import train as epsnet
 from targets.gmm import gmm3d
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -24,9 +24,10 @@ import torch
 from bench import hookimpl
 from bench.contracts import FitContext, SampleFn, Sampler, SamplerFamily, Target, UnsupportedTarget
 
-from .epsnet import ExactEps, get_epsnet
+from .model import ExactEps
+from .sample import Solver, ddim, dpm_solver_2, dpm_solver_heun, dpm_solver_pp_2m
 from .schedule import timesteps
-from .solvers import Solver, ddim, dpm_solver_2, dpm_solver_heun, dpm_solver_pp_2m
+from .train import get_epsnet
 
 #: Suffix → ε-predictor; ``""`` is the paper's tanh ε-net.
 VARIANTS = {"": "epsnet-tanh", "silu": "epsnet-silu", "exact": "exact"}

@@ -1,4 +1,4 @@
-"""PINGS samplers: a network ``g_θ(t, z)`` whose ``g_θ(0, ·)`` maps ``N(0, I)`` to the target in one pass.
+"""PINGS: a network ``g_θ(t, z)`` whose ``g_θ(0, ·)`` maps ``N(0, I)`` to the target in one pass.
 
 * ``pings``: the paper exactly (§3, §5.1): score-guided residual ``∂_t g - (1 - t) s(g)``
   with the target's closed-form score (score-free ``s ≡ 0`` without one).
@@ -11,145 +11,29 @@
   (batch 1024, Adam 2e-3 with cosine decay).
 
 Sampling is one batched forward pass ``g_θ(0, Z)``, ``Z ~ N(0, I)``.
+
+* :mod:`.model`: the generator ``g_θ`` and its exact time derivative;
+* :mod:`.physics`: the residual's target velocities (score guidance, probability flow);
+* :mod:`.mmd`: the differentiable kernel-bank MMD²;
+* :mod:`.train`: the loss of eq. 9 and the training loop with early stopping;
+* :mod:`.sample`: the one-pass sampler;
+* :mod:`.plugin`: the samplers and their registration.
 """
 
-from __future__ import annotations
-
-from typing import Mapping
-
-import torch
-
-from bench import hookimpl
-from bench.contracts import FitContext, SampleFn, Sampler, Target
-from samplers.diffusion import DiscreteVPSchedule, ExactEps, get_epsnet
-
 from .mmd import KernelBankMMD
-from .network import PingsMLP, value_and_time_derivative
-from .physics import ProbabilityFlow, ScoreGuidance, flow_map_error
-from .training import Budget, Recipe, endpoint_samples, train_pings
+from .model import PingsMLP, value_and_time_derivative
+from .physics import ProbabilityFlow, ScoreGuidance
+from .sample import endpoint_samples
+from .train import Budget, Recipe, train_pings
 
 __all__ = [
     "Budget",
     "KernelBankMMD",
     "PingsMLP",
-    "PingsSampler",
     "ProbabilityFlow",
     "Recipe",
     "ScoreGuidance",
+    "endpoint_samples",
     "train_pings",
     "value_and_time_derivative",
 ]
-
-#: Bump when training changes what it computes (part of every PINGS model's cache key).
-VERSION = 1
-#: Prior draws on which ``pings-pf``'s flow map is compared with dopri5.
-FLOW_CHECK_POINTS = 256
-
-#: The paper's step budget is 20 000 (§5.1.2); ``quick`` keeps the recipe and cuts only steps
-#: (≈ 2 CPU-minutes at batch 2048).
-PAPER_BUDGETS: Mapping[str, Budget] = {
-    "smoke": Budget(steps=12, validate_every=4, validation_points=512),
-    "quick": Budget(steps=500, validate_every=20, validation_points=2048),
-    "paper": Budget(steps=20_000, validate_every=40, validation_points=2048),
-}
-#: ``pings-pf-distill`` steps are ~2.5× cheaper (batch 1024): more of them in the same time.
-DISTILL_BUDGETS: Mapping[str, Budget] = {
-    "smoke": Budget(steps=12, validate_every=4, validation_points=512),
-    "quick": Budget(steps=1000, validate_every=20, validation_points=2048),
-    "paper": Budget(steps=20_000, validate_every=40, validation_points=2048),
-}
-
-
-class PingsSampler(Sampler):
-    """A PINGS generator trained with ``recipe`` under per-profile ``budgets``.
-
-    Args:
-        name: Registry name.
-        description: One line for ``pingsbench list``.
-        recipe: Every hyper-parameter of the model and its training.
-        budgets: Step budget per profile.
-    """
-
-    def __init__(self, name: str, description: str, recipe: Recipe, budgets: Mapping[str, Budget]) -> None:
-        self.name = name
-        self.description = description
-        self.recipe = recipe
-        self.budgets = budgets
-
-    def velocity(self, target: Target, ctx: FitContext) -> tuple[ScoreGuidance | ProbabilityFlow, str]:
-        """The residual's target velocity and where its score comes from (``exact``, ``epsnet`` or ``none``)."""
-        if self.recipe.physics == "score":
-            score = target.score if target.has("score") else None
-            guidance = ScoreGuidance(score, self.recipe.alpha_scale, self.recipe.alpha_power)
-            return guidance, "exact" if score is not None else "none"
-        if target.has("noised_score"):
-            schedule = DiscreteVPSchedule()
-            return ProbabilityFlow(ExactEps(target, schedule), schedule), "exact"
-        epsnet = get_epsnet(target, ctx)
-        return ProbabilityFlow(epsnet, epsnet.schedule), "epsnet"
-
-    def expected_nfe(self, target: Target) -> float:
-        return 1.0  # one forward pass g(0, z)
-
-    def fit(self, target: Target, ctx: FitContext) -> SampleFn:
-        velocity, score_source = self.velocity(target, ctx)
-        budget = ctx.profile.pick(self.budgets)
-        config = {"version": VERSION, "score": score_source, **self.recipe.config(), **budget.config()}
-        model = ctx.cached_model(
-            "pings",
-            target,
-            config,
-            build=lambda: self.recipe.build(target.dim),
-            train=lambda module: train_pings(module, target, velocity, ctx, self.recipe, budget),
-        )
-        ctx.artifacts["score"] = score_source
-        if isinstance(velocity, ProbabilityFlow):
-            z = torch.randn(
-                FLOW_CHECK_POINTS,
-                target.dim,
-                generator=ctx.generator("pings", "flow-check", target.name),
-                device=ctx.device,
-                dtype=ctx.dtype,
-            )
-            ctx.artifacts["flow_map_rmse"] = flow_map_error(model, velocity, z)
-
-        def sample(n: int, generator: torch.Generator) -> torch.Tensor:
-            z = torch.randn(n, target.dim, generator=generator, device=generator.device, dtype=ctx.dtype)
-            return endpoint_samples(model, z)
-
-        return sample
-
-
-PINGS = PingsSampler(
-    "pings",
-    "PINGS exactly as published (§3, §5.1): one forward pass g(0, z); score-guided residual",
-    Recipe(),
-    PAPER_BUDGETS,
-)
-PINGS_PF = PingsSampler(
-    "pings-pf",
-    "PINGS whose residual is the VP probability-flow ODE: g is that ODE's flow map (checked against dopri5)",
-    Recipe(physics="probability-flow"),
-    PAPER_BUDGETS,
-)
-PINGS_PF_DISTILL = PingsSampler(
-    "pings-pf-distill",
-    "pings-pf anchored at t = 0 to its own ODE's solutions (DPM-Solver++ pairs); batch 1024, cosine lr",
-    Recipe(
-        physics="probability-flow",
-        batch=1024,
-        lr=2e-3,
-        lr_schedule="cosine",
-        distill_pairs=16_384,
-        distill_nfe=100,
-        distill_weight=4.0,
-    ),
-    DISTILL_BUDGETS,
-)
-
-
-@hookimpl
-def register_samplers(register):
-    register(PINGS)
-    register(PINGS_PF)
-    register(PINGS_PF_DISTILL)

@@ -10,8 +10,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from samplers.diffusion.schedule import DiscreteVPSchedule, timesteps
-from samplers.diffusion.solvers import dpm_solver_pp_2m
+from samplers.diffusion import DiscreteVPSchedule, dpm_solver_pp_2m, timesteps
 
 
 class ScoreGuidance:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from samplers.nets import xavier_init_
+
 
 class PingsMLP(nn.Module):
     """``g_θ(t, z)``: maps a prior draw ``z`` at time ``t`` (1 = prior, 0 = data) to a point.
@@ -25,9 +27,7 @@ class PingsMLP(nn.Module):
             [nn.Linear(1 + dim, hidden)] + [nn.Linear(hidden, hidden) for _ in range(depth - 1)]
         )
         self.output = nn.Linear(hidden, dim)
-        for layer in [*self.layers, self.output]:
-            nn.init.xavier_normal_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        xavier_init_([*self.layers, self.output], "normal")
 
     def forward(self, z: Tensor, t: Tensor) -> Tensor:
         """Evaluate ``g_θ(t, z)``.

@@ -2,8 +2,8 @@
 
 Every solver has the signature ``solver(eps_model, x, ts) -> x``:
 
-* ``eps_model(x, t)`` — any noise predictor (:class:`~.epsnet.EpsNet`,
-  :class:`~.epsnet.ExactEps`) with a ``schedule`` attribute giving ``α, σ, λ``;
+* ``eps_model(x, t)`` — any noise predictor (:class:`~.model.EpsNet`,
+  :class:`~.model.ExactEps`) with a ``schedule`` attribute giving ``α, σ, λ``;
 * ``x`` — the state at ``ts[0]`` (usually ``x_T ~ N(0, I)``), shape ``(n, d)``;
 * ``ts`` — decreasing nodes ``t_0 > … > t_N`` from :func:`~.schedule.timesteps`.
 

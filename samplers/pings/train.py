@@ -30,8 +30,9 @@ from tqdm.auto import tqdm
 from bench.contracts import FitContext, Target
 
 from .mmd import KernelBankMMD
-from .network import PingsMLP, value_and_time_derivative
+from .model import PingsMLP, value_and_time_derivative
 from .physics import ProbabilityFlow
+from .sample import endpoint_samples
 
 Velocity = Callable[[Tensor, Tensor], Tensor]
 TERMS = ("bc", "mmd", "mom", "phys")
@@ -190,11 +191,6 @@ def training_step(
     loss.backward()
     optimiser.step()
     return terms
-
-
-def endpoint_samples(model: nn.Module, z: Tensor) -> Tensor:
-    """``g(0, z)``: the one-pass sampler."""
-    return model(z, torch.zeros(len(z), dtype=z.dtype, device=z.device))
 
 
 def _learning_rate_schedule(

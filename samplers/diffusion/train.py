@@ -1,9 +1,4 @@
-"""Noise predictors ``ε(x_t, t)``: the trained ε-net of PINGS §5.4.1 and the exact ε of a target.
-
-Both are ``nn.Module`` calls (so the runner counts them as network evaluations)
-with a ``schedule`` attribute: a predictor together with its schedule fully
-defines the probability-flow ODE that every solver in :mod:`.solvers` integrates.
-"""
+"""Training of the ε-net (PINGS §5.4.1, the DDPM objective) and the cached ε-net every solver shares."""
 
 from __future__ import annotations
 
@@ -16,9 +11,8 @@ from tqdm.auto import tqdm
 
 from bench.contracts import FitContext, Target
 
+from .model import EpsNet, ExactEps
 from .schedule import DiscreteVPSchedule
-
-ACTIVATIONS = {"tanh": nn.Tanh, "silu": nn.SiLU}
 
 #: Training budgets per profile (PINGS §5.4.1: 20 000 steps at batch 2048 for ``paper``).
 EPSNET_BUDGETS: Mapping[str, Mapping[str, int]] = {
@@ -31,100 +25,6 @@ OPTIMISER = {"lr": 1e-3, "lr_decay": 0.999, "lr_decay_every": 1000}
 #: Held-out (x_0, i, ε) triples for the final ε error; enough for ~1% precision.
 EVAL_POINTS = 20_000
 MAX_LOGGED_POINTS = 500
-
-
-class SinusoidalEmbedding(nn.Module):
-    """``[sin(ω_k t), cos(ω_k t)]`` with ``dim/2`` angular frequencies geometric in ``[ω_min, ω_max]``.
-
-    The default range resolves one DDPM step (``Δt = 1/T = 10⁻³`` ⇒ ``ω_max = 1000``)
-    and varies slowly over the whole of ``t ∈ [0, 1]`` (``ω_min = 1``); it is the
-    transformer embedding of the integer step ``i = Tt`` with periods up to ``2πT`` steps.
-
-    Args:
-        dim: Embedding size (even).
-        min_freq: Lowest angular frequency ``ω_min`` (rad per unit ``t``).
-        max_freq: Highest angular frequency ``ω_max``.
-    """
-
-    def __init__(self, dim: int = 64, min_freq: float = 1.0, max_freq: float = 1000.0) -> None:
-        super().__init__()
-        if dim % 2:
-            raise ValueError(f"embedding size must be even, got {dim}")
-        freqs = torch.exp(torch.linspace(math.log(min_freq), math.log(max_freq), dim // 2))
-        self.register_buffer("freqs", freqs, persistent=False)
-
-    def forward(self, t: Tensor) -> Tensor:
-        """``t`` of shape ``(n,)`` → embedding ``(n, dim)``."""
-        angles = t[:, None] * self.freqs
-        return torch.cat([angles.sin(), angles.cos()], dim=-1)
-
-
-class EpsNet(nn.Module):
-    """The ε-net of PINGS §5.4.1: an MLP on ``[x_t, emb(t)]`` predicting the noise.
-
-    Six hidden layers of width 128 (tanh by default, as the paper states),
-    Xavier-uniform weights and zero biases, a linear output layer.
-
-    Args:
-        dim: Data dimension ``d``.
-        schedule: The schedule it is trained for (used by solvers to integrate it).
-        hidden: Hidden width.
-        depth: Number of hidden layers.
-        emb_dim: Size of the sinusoidal time embedding.
-        activation: ``"tanh"`` or ``"silu"``.
-    """
-
-    def __init__(
-        self,
-        dim: int,
-        schedule: DiscreteVPSchedule,
-        hidden: int = 128,
-        depth: int = 6,
-        emb_dim: int = 64,
-        activation: str = "tanh",
-    ) -> None:
-        super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
-        self.schedule = schedule
-        self.embed = SinusoidalEmbedding(emb_dim)
-        widths = [dim + emb_dim] + [hidden] * depth
-        layers: list[nn.Module] = []
-        for fan_in, fan_out in zip(widths[:-1], widths[1:]):
-            layers += [nn.Linear(fan_in, fan_out), ACTIVATIONS[activation]()]
-        layers.append(nn.Linear(hidden, dim))
-        self.mlp = nn.Sequential(*layers)
-        for layer in self.mlp:
-            if isinstance(layer, nn.Linear):
-                nn.init.xavier_uniform_(layer.weight)
-                nn.init.zeros_(layer.bias)
-
-    def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
-        """``x_t`` ``(n, d)``, continuous ``t`` ``(n,)`` in ``[1/T, 1]`` → ``ε̂`` ``(n, d)``."""
-        return self.mlp(torch.cat([x_t, self.embed(t)], dim=-1))
-
-
-class ExactEps(nn.Module):
-    """The optimal noise prediction ``ε*(x_t, t) = E[ε | x_t] = -σ(t) ∇log q_t(x_t)``.
-
-    Uses the target's closed-form noised score, so solver error can be measured
-    apart from score-learning error.  An ``nn.Module`` so each call is counted.
-
-    Args:
-        target: A target providing :meth:`~bench.contracts.Target.noised_score`.
-        schedule: The noise schedule defining ``ᾱ(t)``.
-    """
-
-    def __init__(self, target: Target, schedule: DiscreteVPSchedule | None = None) -> None:
-        super().__init__()
-        self.target = target
-        self.schedule = schedule or DiscreteVPSchedule()
-
-    def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
-        """``x_t`` ``(n, d)``, ``t`` ``(n,)`` → ``ε*`` ``(n, d)``."""
-        log_alpha = self.schedule.log_alpha(t)[:, None]
-        sigma = torch.sqrt(-torch.expm1(2 * log_alpha))
-        return -sigma * self.target.noised_score(x_t, torch.exp(2 * log_alpha))
 
 
 def _noised_batch(
