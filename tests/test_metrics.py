@@ -308,7 +308,8 @@ def test_metrics_of_atoms_are_finite_and_match_oracles():
 def test_a_single_point_against_itself_scores_zero_everywhere():
     point = torch.full((50, 3), 2.5)
     values = compute_metrics(point, point.clone(), seed=0, permutations=10)
-    assert all(values[k] == 0.0 for k in values if k != "mmd2_pvalue") and values["mmd2_pvalue"] == 1.0
+    assert all(values[k] == 0.0 for k in values if k not in ("mmd2_pvalue", "c2st")) and values["mmd2_pvalue"] == 1.0
+    assert values["c2st"] == 0.5  # chance: balanced folds of identical points
     # Against a point mass, shape statistics are undefined: their errors are 0, mean and covariance count.
     errors = moment_errors(_gaussians(50, 3, 0), point)
     assert errors["skew_mse"] == errors["kurt_mse"] == 0.0 and errors["mean_mse"] > 1.0

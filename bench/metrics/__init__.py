@@ -11,6 +11,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from bench.contracts import MetricSpec
+from bench.metrics.c2st import c2st_accuracy
 from bench.metrics.moments import moment_errors
 from bench.metrics.pairwise import (
     PAPER_BANDWIDTHS,
@@ -26,6 +27,7 @@ from bench.seeding import derive_seed
 __all__ = [
     "METRIC_SPECS",
     "PAPER_BANDWIDTHS",
+    "c2st_accuracy",
     "compute_metrics",
     "energy_distance",
     "median_bandwidth",
@@ -63,6 +65,13 @@ METRIC_SPECS: tuple[MetricSpec, ...] = (
     MetricSpec("kurt_mse", "kurt MSE", "lower", "Mean over dimensions of the squared error of the excess kurtosis."),
     MetricSpec("swd", "SWD", "lower", "Sliced Wasserstein-2 distance over 256 random directions."),
     MetricSpec("energy", "energy", "lower", "Energy distance 2E‖X−Y‖ − E‖X−X'‖ − E‖Y−Y'‖, unbiased."),
+    MetricSpec(
+        "c2st",
+        "C2ST",
+        "lower",
+        "Classifier two-sample test: cross-validated accuracy of an MLP telling generated from target "
+        "points (sbibm's recipe, ≤ 2000 points per side); ↓ toward 0.5 = indistinguishable, 1 = separated.",
+    ),
 )
 
 
@@ -73,7 +82,8 @@ def compute_metrics(generated: Tensor, reference: Tensor, *, seed: int, permutat
         generated: Sampler output, shape ``(n, d)``, float32 on CPU.
         reference: Held-out exact target draws, shape ``(m, d)``.
         seed: Seeds every random choice (permutations, bandwidth subsample,
-            slicing directions) through independent derived streams.
+            slicing directions, C2ST's subsample, folds and classifier) through
+            independent derived streams.
         permutations: Number of random splits of the MMD² permutation test.
 
     Returns:
@@ -81,7 +91,7 @@ def compute_metrics(generated: Tensor, reference: Tensor, *, seed: int, permutat
         Every value is finite for finite input within float32's range, including
         atoms and duplicates (the median bandwidth ignores zero distances), constant
         coordinates and extreme scales (distances of the centred pool, float64 where
-        float32 would overflow).
+        float32 would overflow; C2ST's z-scores in float64, logarithmic far out).
     """
     values = {
         **pairwise_metrics(
@@ -93,5 +103,6 @@ def compute_metrics(generated: Tensor, reference: Tensor, *, seed: int, permutat
         ),
         **moment_errors(generated, reference),
         "swd": sliced_wasserstein(generated, reference, seed=derive_seed(seed, "metrics", "swd")),
+        "c2st": c2st_accuracy(generated, reference, seed=derive_seed(seed, "metrics", "c2st")),
     }
     return {spec.name: values[spec.name] for spec in METRIC_SPECS}
