@@ -23,7 +23,7 @@ Row = Mapping[str, Any]
 #: Cost axes: name -> (axis label, how to read it from a row).
 COSTS: dict[str, tuple[str, Callable[[Row], Any]]] = {
     "latency_ms": ("median latency [ms]", lambda row: (row.get("latency_ms") or {}).get("median")),
-    "nfe": ("measured NFE (network calls per sample)", lambda row: row.get("nfe")),
+    "nfe": ("counted NFE (evaluations per sample)", lambda row: row.get("nfe")),
 }
 
 #: Axis labels of the usual metrics (others are labelled by their key).
