@@ -202,15 +202,22 @@ class ModelCache:
             return module
 
         path = self.path_for(model_id, target.name, key)
-        with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
-            torch.manual_seed(ctx.seed_for("init", kind, target.name))
-            module = build().to(device=ctx.device, dtype=ctx.dtype)
+
+        def seeded_build() -> torch.nn.Module:
+            with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
+                torch.manual_seed(ctx.seed_for("init", kind, target.name))
+                return build().to(device=ctx.device, dtype=ctx.dtype)
+
+        module = seeded_build()
         if self.plan_only:
             return self._plan(ctx, model_id, kind, key_json, path, module)
 
         info = self._load(path, key_json, module) if path is not None else None
         source = "disk"
         if info is None:
+            if path is not None and path.exists():
+                # a failed strict load may have copied some tensors: train from the seeded initialisation
+                module = seeded_build()
             source = "trained"
             module.train()
             start = time.perf_counter()
@@ -248,6 +255,12 @@ class ModelCache:
         if self._disk_failed:
             return
         try:
+            info_json = json.dumps(info)
+        except (TypeError, ValueError) as exc:
+            log.warning("not caching the model for %s: its train() info is not JSON-able (%s); it stays in "
+                        "memory for this run", path.name, exc)
+            return
+        try:
             payload = {
                 "format": CACHE_FORMAT,
                 "key": key_json,
@@ -255,7 +268,7 @@ class ModelCache:
                     k: v.detach().cpu() if isinstance(v, torch.Tensor) else to_weights_only(v)
                     for k, v in module.state_dict().items()
                 },
-                "info": json.dumps(info),
+                "info": info_json,
             }
             buffer = io.BytesIO()
             torch.save(payload, buffer)

@@ -238,7 +238,12 @@ def cmd_report(path: Path, registry: Registry) -> int:
 
     results, folder = load_results(path)
     check_out_dir(folder, "the results folder", create=False)
-    print(f"wrote {write_report(results, folder, registry)} and its figures")
+    try:
+        leaderboard = write_report(results, folder, registry)
+    except (KeyError, TypeError, AttributeError) as exc:  # a field the renderer reads is missing or mistyped
+        raise UsageError(f"{path} lacks what the report needs ({type(exc).__name__}: {exc}); give a results.json "
+                         f"written by pingsbench run") from exc
+    print(f"wrote {leaderboard} and its figures")
     return EXIT_OK
 
 

@@ -198,6 +198,8 @@ class CountedTarget(Target):
     ``fingerprint`` (so cache keys are the same with and without the view),
     metrics, plotting and any attribute of the target's own class — is the
     wrapped target's.  Outside a counting block the view is a plain pass-through.
+    Setting an attribute on the view raises :class:`AttributeError`: the target is
+    shared by every sampler and its public attributes are its cache identity.
 
     Args:
         target: The target to wrap (a view is unwrapped first, never nested).
@@ -232,7 +234,10 @@ class CountedTarget(Target):
         return getattr(self.wrapped, attribute)
 
     def __setattr__(self, attribute: str, value: Any) -> None:
-        setattr(self.wrapped, attribute, value)
+        raise AttributeError(
+            f"samplers must not set attributes on the target ({attribute!r} on {self.wrapped.name!r}): the target "
+            f"is shared by every sampler and its attributes are its cache identity; keep state in the sampler"
+        )
 
     def __repr__(self) -> str:
         return f"CountedTarget({self.wrapped!r})"

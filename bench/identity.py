@@ -69,9 +69,10 @@ class _Unhashable(Exception):
 
 
 def _is_data(value: object) -> bool:
-    """Whether a class attribute is data (not a method, property, nested class or module)."""
+    """Whether a class attribute is data (not a method, property, nested class, module or built-in function)."""
     return not (
-        isinstance(value, (type, types.ModuleType)) or hasattr(type(value), "__get__")  # functions, descriptors
+        isinstance(value, (type, types.ModuleType, types.BuiltinFunctionType, np.ufunc))  # e.g. torch.tanh, np.sin
+        or hasattr(type(value), "__get__")  # functions, descriptors
     )
 
 

@@ -68,6 +68,7 @@ class BrokenPlugin:
 
     @property
     def remedy(self) -> str:
+        """What the user can do: switch the distribution off or uninstall it (reinstall for a built-in)."""
         if self.distribution == BUILTIN_DISTRIBUTION:
             return "reinstall pingsbench"
         return f"switch it off with {DISABLE_PLUGINS_ENV}={self.distribution} or uninstall it"

@@ -239,19 +239,11 @@ class PairSession:
         return metrics
 
 
-def run_pair(
-    sampler_name: str,
-    target: Target,
-    data: TargetData,
-    registry: Registry,
-    cache: ModelCache,
-    config: RunConfig,
-    figure_samples: dict[str, np.ndarray],
-) -> dict[str, Any]:
-    """Fit, sample, measure one sampler on one target; never raises for the sampler's faults."""
-    row: dict[str, Any] = {
+def new_row(sampler_name: str, target_name: str, registry: Registry, config: RunConfig) -> dict[str, Any]:
+    """A result row before anything is measured (``status`` ``"ok"`` until something fails)."""
+    return {
         "sampler": sampler_name,
-        "target": target.name,
+        "target": target_name,
         "source": registry.sampler_source(sampler_name),
         "status": "ok",
         "error": None,
@@ -263,8 +255,22 @@ def run_pair(
         "samples_per_s": None,
         "fit_seconds": None,
         "fit": {},
-        "metrics": {"mmd2_floor": data.mmd2_floor},
+        "metrics": {},
     }
+
+
+def run_pair(
+    sampler_name: str,
+    target: Target,
+    data: TargetData,
+    registry: Registry,
+    cache: ModelCache,
+    config: RunConfig,
+    figure_samples: dict[str, np.ndarray],
+) -> dict[str, Any]:
+    """Fit, sample, measure one sampler on one target; never raises for the sampler's faults."""
+    row = new_row(sampler_name, target.name, registry, config)
+    row["metrics"]["mmd2_floor"] = data.mmd2_floor
     sampler = registry.sampler(sampler_name)
     try:
         sampler.check(target)
@@ -353,11 +359,21 @@ def run(
     figure_samples: dict[str, np.ndarray] = {}
     for target_name in config.targets:
         target = registry.target(target_name)
-        data = prepare_target(target, config)
-        figure_samples[f"{target_name}/reference"] = data.reference[: figure_points(target.dim)].numpy()
+        try:
+            data = prepare_target(target, config)
+        except Exception as exc:  # a target that cannot draw its reference set fails its own rows, not the run
+            data, target_error = None, exc
+            log.warning("target %s cannot draw its reference set:\n%s", target_name, traceback.format_exc())
+        else:
+            figure_samples[f"{target_name}/reference"] = data.reference[: figure_points(target.dim)].numpy()
         for sampler_name in config.samplers:
             pair_samples: dict[str, np.ndarray] = {}
-            row = run_pair(sampler_name, target, data, registry, cache, config, pair_samples)
+            if data is None:
+                row = new_row(sampler_name, target_name, registry, config)
+                row.update(status="failed", error=f"target {target_name!r} cannot draw its reference set: "
+                                                  f"{type(target_error).__name__}: {target_error}")
+            else:
+                row = run_pair(sampler_name, target, data, registry, cache, config, pair_samples)
             figure_samples.update({f"{target_name}/{k}": v for k, v in pair_samples.items()})
             results["rows"].append(row)
             if out_dir is not None:

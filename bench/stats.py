@@ -1,7 +1,8 @@
 """Statistics over replicate seeds: intervals, paired comparisons, ties with the best row.
 
-A leaderboard row's metric is measured once per replicate seed (its own
-training, reference set and sampling noise).  :func:`t_interval` turns the
+The library the replicate-seed leaderboard is to be built on (the runner and
+the report do not call it yet).  A row's metric is measured once per replicate
+seed (its own training, reference set and sampling noise).  :func:`t_interval` turns the
 replicates into a 95 % Student-t interval.  Rows of one target are compared
 with the best one by a paired t-test across replicates (:func:`paired_t_pvalue`:
 with common random numbers, replicate ``i`` of every row shares seed ``i``),

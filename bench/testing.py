@@ -123,21 +123,17 @@ def run_one(
         (``models``, ``artifacts``), ``latency_ms``, ...
 
     Raises:
-        bench.registry.UnknownNameError: ``sampler`` or ``target`` is not registered.
+        bench.errors.UsageError: A bad value or name (e.g. ``UnknownNameError`` for a name
+            nobody registered), before any work.
         AssertionError: ``check`` is set and the row failed or was skipped (message: its error).
     """
-    import torch
-
-    from bench.profiles import get_profile
     from bench.runner import RunConfig, run
 
-    registry.target(target)
-    registry.sampler(sampler)
-    config = RunConfig(
+    config = RunConfig(  # RunConfig and run() check every value and name, with pingsbench's own errors
         samplers=[sampler],
         targets=[target],
-        profile=get_profile(profile),
-        device=torch.device(device),
+        profile=profile,
+        device=device,
         n=n,
         seed=seed,
         repeats=repeats,

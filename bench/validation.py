@@ -55,22 +55,42 @@ def at_least(minimum: int, meaning: str) -> Check:
 
 
 def check_seed(value: Any, label: str) -> int:
+    """The seed, an integer (any sign).
+
+    Raises:
+        UsageError: Not an integer.
+    """
     if isinstance(value, bool) or not isinstance(value, int):
         fail(f"{label} {value!r} is not an integer", "give an integer seed")
     return value
 
 
 def check_device(value: Any, label: str) -> torch.device:
+    """The device named by ``value`` (``auto``, ``cpu``, ``cuda[:N]``, ``mps`` or a ``torch.device``).
+
+    Raises:
+        UsageError: Not a device this machine has (the message lists those it has).
+    """
     return resolve_device(value, label)
 
 
 def check_dtype(value: Any, label: str) -> torch.dtype:
+    """The sample dtype, a floating-point ``torch.dtype``.
+
+    Raises:
+        UsageError: Anything else.
+    """
     if not isinstance(value, torch.dtype) or not value.is_floating_point:
         fail(f"{label} {value!r} is not a floating-point torch dtype", "use e.g. torch.float32 or torch.float64")
     return value
 
 
 def check_profile(value: Any, label: str) -> Profile:
+    """The budget profile, given as a :class:`~bench.profiles.Profile` or by name.
+
+    Raises:
+        UsageError: An unknown name (the message lists the profiles).
+    """
     if isinstance(value, Profile):
         return value
     if isinstance(value, str) and value in PROFILES:

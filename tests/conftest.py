@@ -1,4 +1,12 @@
-"""Shared fixtures: an isolated plugin manager and in-process plugin registration (from bench.testing)."""
+"""Shared test configuration.
+
+* The latency benchmarks' options (``--pingsbench-profile``, ``--pingsbench-n``,
+  ``--pingsbench-device``, used by tests/test_latency.py), and skipping every
+  test that uses the ``benchmark`` fixture unless pytest runs with
+  ``--benchmark-only``.
+* Fixtures: ``single_thread`` (one torch thread per module), an isolated plugin
+  manager, and in-process plugin registration (from bench.testing).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +24,8 @@ def pytest_addoption(parser):
     group = parser.getgroup("pingsbench", "pingsbench latency benchmarks (pytest --benchmark-only)")
     group.addoption("--pingsbench-profile", default="quick", help="training profile of benchmarked samplers")
     group.addoption("--pingsbench-n", type=int, default=10_000, help="points per sampling call")
-    group.addoption("--pingsbench-device", default="auto", help="auto, cpu or cuda")
+    group.addoption("--pingsbench-device", default="auto",
+                    help="auto, cpu, cuda, cuda:N or mps (a device this machine has)")
 
 
 def pytest_collection_modifyitems(config, items):

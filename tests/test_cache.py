@@ -368,3 +368,39 @@ def test_a_fingerprint_that_is_not_json_is_a_plugin_error():
 
     with pytest.raises(PluginError, match="'blob'.*JSON-able"):
         Registry().add_target(Bad(), "test")
+
+
+def _shift_weights(module):
+    with torch.no_grad():
+        module.weight.add_(1.0)
+    return {}
+
+
+def test_a_failed_load_trains_from_the_seeded_initialisation(tmp_path, caplog):
+    expected = _get(_ctx(ModelCache(None)), _shift_weights).weight.clone()  # seeded init + 1
+    _get(_ctx(ModelCache(tmp_path)), _shift_weights)
+    (entry,) = tmp_path.iterdir()
+    payload = torch.load(entry, weights_only=True)
+    payload["state_dict"]["unexpected"] = torch.zeros(1)  # strict loading copies the weight, then raises
+    torch.save(payload, entry)
+    with caplog.at_level(logging.WARNING, logger="pingsbench"):
+        ctx = _ctx(ModelCache(tmp_path))
+        retrained = _get(ctx, _shift_weights)
+    assert ctx.models[0]["source"] == "trained" and "ignoring cache entry" in caplog.text
+    assert torch.equal(retrained.weight, expected)  # not the loaded weights shifted once more
+
+
+def test_train_info_that_is_not_json_skips_the_save_with_its_own_warning(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="pingsbench"):
+        ctx = _ctx(ModelCache(tmp_path))
+        model = _get(ctx, lambda module: {"seen": {1, 2}})
+    assert isinstance(model, torch.nn.Linear) and ctx.models[0]["source"] == "trained"
+    assert "train() info is not JSON-able" in caplog.text and not list(tmp_path.iterdir())
+
+
+def test_builtin_functions_on_the_class_are_not_state():
+    class Squashed(Blob):
+        squash = torch.tanh
+        wave = np.sin
+
+    assert Squashed().fingerprint() == Blob().fingerprint()

@@ -209,7 +209,6 @@ def test_sweep_selects_a_family_by_its_pattern(monkeypatch, tmp_path):
 
 
 def test_dry_run_lists_pairs_and_models_and_trains_nothing(tmp_path, capsys):
-    pytest.importorskip("bench.plan")
     cache, out = tmp_path / "cache", tmp_path / "out"
     argv = ["run", "--dry-run", "--samplers", "target-draws,ddim-5,ddim-10,ddim-5@exact", "--targets", "gmm3d",
             "--profile", "smoke", "--cache-dir", str(cache), "--out", str(out)]

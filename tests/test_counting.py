@@ -131,13 +131,22 @@ def test_nested_modules_and_oracles_count_once_as_the_outermost_kind():
     assert counter.nfe_split(N) == {"network": 1.0, "oracle": 1.0} and counter.nfe_per_sample(N) == 2.0
 
 
+def _global_hook_counts() -> tuple[int, int]:
+    module = torch.nn.modules.module
+    return len(module._global_forward_pre_hooks), len(module._global_forward_hooks)
+
+
 def test_hooks_are_removed_after_counting_even_on_error():
+    before = _global_hook_counts()
     net = torch.nn.Linear(2, 2)
     with pytest.raises(RuntimeError):
         with count_evaluations():
+            assert _global_hook_counts() == (before[0] + 1, before[1] + 1)  # installed for the block
             net(torch.randn(4, 3))  # wrong shape raises inside forward
+    assert _global_hook_counts() == before
     with count_evaluations() as counter:
         net(torch.randn(5, 2))
+    assert _global_hook_counts() == before
     assert counter.calls == 1 and counter.rows == 5
 
 
@@ -215,7 +224,9 @@ def test_counted_view_delegates_everything_but_counts_oracles():
         view.score(x)
         view.log_prob(x)
     assert (counter.network_calls, counter.oracle_calls, counter.oracle_rows) == (0, 2, 2 * N)
-    view.score(x)  # outside a counting block: a plain call
+    counted = (counter.network_calls, counter.network_rows, counter.oracle_calls, counter.oracle_rows)
+    assert torch.equal(view.score(x), target.score(x))  # outside a counting block: a plain call
+    assert (counter.network_calls, counter.network_rows, counter.oracle_calls, counter.oracle_rows) == counted
 
 
 def test_cache_keys_are_the_same_through_the_counted_view():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from scipy import stats
 
 from targets import dho
 from targets.dho import (
@@ -123,7 +124,6 @@ def test_uniform_distances_match_closed_forms():
 
 @pytest.mark.oracle
 def test_ks_matches_scipy():
-    stats = pytest.importorskip("scipy.stats")
     samples = 0.05 + 0.4 * torch.rand(3000, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     expected = stats.kstest(samples.numpy(), "uniform", args=(0.1, 0.3)).statistic
     assert uniform_ks(samples, 0.1, 0.4) == pytest.approx(expected, rel=1e-9)

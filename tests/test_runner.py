@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
@@ -10,9 +11,10 @@ import torch
 from bench import hookimpl
 from bench.cli import main
 from bench.plan import plan_run
-from bench.contracts import Sampler, UnsupportedTarget
+from bench.contracts import Sampler, Target, UnsupportedTarget
 from bench.profiles import get_profile
 from bench.registry import Registry
+from bench.report import write_report
 from bench.runner import FIGURE_VALUES, RESULTS_SCHEMA, RunConfig, load_samples, run
 from tests.conftest import registered
 
@@ -173,3 +175,65 @@ def test_cli_exit_status_and_report_for_failed_rows(plugin_manager, tmp_path, mo
     assert [r["status"] for r in results["rows"]] == ["ok", "failed", "failed", "failed"]
     board = (tmp_path / "leaderboard.md").read_text()
     assert "failed: RuntimeError: boom inside the plugin" in board
+
+
+class BrokenDraws(Target):
+    name, dim = "broken-draws", 2
+
+    def sample(self, n, generator, dtype=torch.float32):
+        raise RuntimeError("no draws today")
+
+
+class BrokenPanel(Target):
+    name, dim = "broken-panel", 2
+
+    def sample(self, n, generator, dtype=torch.float32):
+        return torch.randn(n, 2, generator=generator, dtype=dtype)
+
+    def plot_panel(self, ax, generated, reference, title):
+        raise RuntimeError("cannot draw")
+
+
+class WritesOnTarget(Sampler):
+    name = "writes-on-target"
+
+    def fit(self, target, ctx):
+        target.cached_draws = 1  # would change the target's cache identity for every later sampler
+        return lambda n, generator: target.sample(n, generator)
+
+
+def test_a_broken_target_fails_its_own_rows_and_figure_only(plugin_manager, tmp_path, caplog):
+    class Plugin:
+        @hookimpl
+        def register_targets(self, register):
+            register(BrokenDraws())
+            register(BrokenPanel())
+
+        @hookimpl
+        def register_samplers(self, register):
+            register(WritesOnTarget())
+
+    with registered(plugin_manager, Plugin(), "broken-targets") as registry:
+        config = RunConfig(["target-draws", "writes-on-target"], ["broken-draws", "broken-panel"],
+                           get_profile("smoke"), torch.device("cpu"), n=200, repeats=1, warmup=0)
+        with caplog.at_level(logging.WARNING, logger="pingsbench"):
+            results = run(config, registry, out_dir=tmp_path)
+            write_report(results, tmp_path, registry)
+    rows = {(row["target"], row["sampler"]): row for row in results["rows"]}
+    assert [rows["broken-draws", s]["status"] for s in ("target-draws", "writes-on-target")] == ["failed"] * 2
+    error = rows["broken-draws", "target-draws"]["error"]
+    assert "cannot draw its reference set: RuntimeError: no draws today" in error
+    assert rows["broken-panel", "target-draws"]["status"] == "ok"
+    assert "must not set attributes on the target" in rows["broken-panel", "writes-on-target"]["error"]
+    assert "cached_draws" not in vars(registry.target("broken-panel"))
+    assert not (tmp_path / "broken-panel_samples.png").exists() and "drawing it failed" in caplog.text
+    assert "## broken-panel" in (tmp_path / "leaderboard.md").read_text()
+
+
+def test_report_on_results_the_renderer_cannot_read_is_one_line(tmp_path, capsys, plugin_manager):
+    results = run(_config(["target-draws"], n=200), Registry.from_plugin_manager(plugin_manager), out_dir=tmp_path)
+    results["environment"] = {}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lacks what the report needs" in err

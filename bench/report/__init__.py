@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import traceback
 from pathlib import Path
 from typing import Any, Mapping
 
 from bench.cache import atomic_write_bytes
+from bench.contracts import Target
 from bench.registry import Registry, UnknownNameError
 from bench.report.figures import sample_panels, training_curves
 from bench.report.markdown import render
@@ -13,11 +16,25 @@ from bench.report.pareto import frontier_names, plot_pareto
 from bench.runner import load_samples
 
 LEADERBOARD = "leaderboard.md"
+log = logging.getLogger("pingsbench")
 
 
 def validation_report_name(target: str) -> str:
     """File a target's ``validate`` writes its Markdown to (linked from the leaderboard)."""
     return f"{target}_validation.md"
+
+
+def _guarded_sample_panels(target: Target | None, target_name: str, *args: Any) -> Path | None:
+    """:func:`sample_panels`, leaving the figure out (with a warning) when the target's ``plot_panel`` raises."""
+    try:
+        return sample_panels(target, target_name, *args)
+    except Exception:  # a plugin's drawing code must not cost the leaderboard
+        import matplotlib.pyplot as plt
+
+        plt.close("all")
+        log.warning("the sample figure of %s is left out: drawing it failed:\n%s", target_name,
+                    traceback.format_exc())
+        return None
 
 
 def write_report(results: Mapping[str, Any], out_dir: Path, registry: Registry | None = None) -> Path:
@@ -42,7 +59,7 @@ def write_report(results: Mapping[str, Any], out_dir: Path, registry: Registry |
                 pass
         links = figures.setdefault(target_name, [])
         made = [
-            ("generated vs target samples", sample_panels(
+            ("generated vs target samples", _guarded_sample_panels(
                 target, target_name, samples, [r["sampler"] for r in rows], out_dir / f"{target_name}_samples.png")),
             ("training curves", training_curves(rows, target_name, out_dir / f"{target_name}_training.png")),
             ("accuracy–cost Pareto view", plot_pareto(rows, target_name, out_dir / f"{target_name}_pareto.png")),

@@ -16,7 +16,9 @@ from bench.contracts import REFERENCE_SAMPLER
 
 ARROWS = {"lower": "↓", "higher": "↑"}
 #: Generic metric columns, in order; target-specific metrics follow them.
-CORE_METRICS = ("mmd2", "mmd2_pvalue", "mmd2_median", "mean_mse", "cov_mse", "skew_mse", "kurt_mse", "swd", "energy")
+CORE_METRICS = (
+    "mmd2", "mmd2_pvalue", "mmd2_median", "mean_mse", "cov_mse", "skew_mse", "kurt_mse", "swd", "energy", "c2st",
+)
 
 
 def fmt(value: Any, spec: str = ".2e") -> str:
