@@ -127,14 +127,18 @@ class TimeMLP(nn.Module):
         hidden: Width of the hidden layers.
         depth: Number of hidden layers.
         time_features: Sinusoidal features per time input (even).
+        activation: Hidden-layer activation (a name :func:`mlp` takes).
     """
 
-    def __init__(self, dim: int, n_times: int = 1, hidden: int = 128, depth: int = 6, time_features: int = 64) -> None:
+    def __init__(
+        self, dim: int, n_times: int = 1, hidden: int = 128, depth: int = 6, time_features: int = 64,
+        activation: str = "tanh",
+    ) -> None:
         super().__init__()
         self.n_times = n_times
         half = time_features // 2
         self.register_buffer("frequencies", torch.logspace(0.0, 2.0, half) if n_times else torch.empty(0))
-        self.net = mlp(dim + n_times * 2 * half, dim, hidden, depth)
+        self.net = mlp(dim + n_times * 2 * half, dim, hidden, depth, activation)
         self.register_buffer("data_mean", torch.zeros(dim))
         self.register_buffer("data_std", torch.ones(dim))
 
@@ -175,7 +179,8 @@ ARCH: dict[str, Any] = {"hidden": 128, "depth": 6, "time_features": 64, "activat
 
 def build_time_mlp(dim: int, n_times: int) -> TimeMLP:
     """A :class:`TimeMLP` of the shared size :data:`ARCH` with ``n_times`` time inputs."""
-    return TimeMLP(dim, n_times, hidden=ARCH["hidden"], depth=ARCH["depth"], time_features=ARCH["time_features"])
+    return TimeMLP(dim, n_times, hidden=ARCH["hidden"], depth=ARCH["depth"], time_features=ARCH["time_features"],
+                   activation=ARCH["activation"])
 
 
 #: Data standardisation: per-coordinate mean and std of ``draws`` points, stds floored at
