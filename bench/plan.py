@@ -14,7 +14,7 @@ from typing import Any
 from bench.cache import ModelCache
 from bench.contracts import UnsupportedTarget
 from bench.registry import Registry
-from bench.runner import PairSession, RunConfig
+from bench.runner import PairSession, RunConfig, error_text
 
 
 def plan_run(config: RunConfig, registry: Registry) -> list[dict[str, Any]]:
@@ -52,5 +52,5 @@ def plan_run(config: RunConfig, registry: Registry) -> list[dict[str, Any]]:
             except UnsupportedTarget as exc:
                 entry.update(status="skipped", reason=str(exc))
             except Exception as exc:  # the run would record this pair as failed; the plan goes on
-                entry.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
+                entry.update(status="failed", reason=error_text(exc))
     return plan

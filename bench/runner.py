@@ -22,7 +22,7 @@ from torch import Tensor
 
 from bench.cache import ModelCache, atomic_write_bytes
 from bench.contracts import FitContext, SampleFn, Sampler, Target, UnsupportedTarget
-from bench.counting import CallCounter, CountedTarget, count_evaluations, nfe_record
+from bench.counting import CountedTarget, count_evaluations, nfe_record
 from bench.environment import environment
 from bench.errors import UsageError
 from bench.metrics import METRIC_SPECS, compute_metrics, mmd2
@@ -149,9 +149,14 @@ def prepare_target(target: Target, config: RunConfig) -> TargetData:
     return TargetData(reference, mmd2(check_samples(second, config.n, target.dim), reference))
 
 
+def error_text(exc: BaseException) -> str:
+    """How a row (or a ``--dry-run`` entry) states why it failed: ``"<Type>: <message>"``."""
+    return f"{type(exc).__name__}: {exc}"
+
+
 def _failure(row: dict[str, Any], status: str, exc: BaseException) -> dict[str, Any]:
     row["status"] = status
-    row["error"] = f"{type(exc).__name__}: {exc}"
+    row["error"] = error_text(exc)
     if status == "failed":
         log.warning("%s on %s failed:\n%s", row["sampler"], row["target"], traceback.format_exc())
     return row
@@ -204,8 +209,9 @@ class PairSession:
         Raises:
             SampleError: If the sampler returned anything but ``n`` finite points.
         """
-        with torch.inference_mode():
-            samples, counter = sample_counted(self.sample_fn, self.config, self.seed("sample"))
+        # Hooks are installed only for this call, never while timing.
+        with torch.inference_mode(), count_evaluations() as counter:
+            samples = self.sample_fn(self.config.n, seeded_generator(self.config.device, self.seed("sample")))
         samples = check_samples(samples, self.config.n, self.target.dim)
         return samples, nfe_record(counter, self.config.n, self.sampler, self.target)
 
@@ -297,19 +303,6 @@ def run_pair(
     return row
 
 
-def sample_counted(sample_fn: SampleFn, config: RunConfig, seed: int) -> tuple[Any, CallCounter]:
-    """Draw ``config.n`` samples from a generator seeded with ``seed`` while counting evaluations.
-
-    Hooks are installed only for this call (never while timing).
-
-    Returns:
-        What ``sample_fn`` returned (unchecked) and the :class:`~bench.counting.CallCounter`.
-    """
-    with count_evaluations() as counter:
-        samples = sample_fn(config.n, seeded_generator(config.device, seed))
-    return samples, counter
-
-
 def metric_info(registry: Registry, target_names: list[str]) -> dict[str, dict[str, str]]:
     """Label and better-direction of every metric that can appear in the results."""
     specs = list(METRIC_SPECS)
@@ -371,7 +364,7 @@ def run(
             if data is None:
                 row = new_row(sampler_name, target_name, registry, config)
                 row.update(status="failed", error=f"target {target_name!r} cannot draw its reference set: "
-                                                  f"{type(target_error).__name__}: {target_error}")
+                                                  f"{error_text(target_error)}")
             else:
                 row = run_pair(sampler_name, target, data, registry, cache, config, pair_samples)
             figure_samples.update({f"{target_name}/{k}": v for k, v in pair_samples.items()})
