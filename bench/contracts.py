@@ -160,13 +160,16 @@ class Target(abc.ABC):
         raise NotImplementedError(f"target {self.name!r} has no validation")
 
     def plot_panel(self, ax: "Axes", generated: Tensor, reference: Tensor, title: str) -> None:
-        """Draw one sampler's panel of the target's figure (default: x1–x2 projection)."""
-        ax.scatter(reference[:, 0], reference[:, 1], s=1, alpha=0.25, label="target", color="tab:blue")
-        if generated is not None:
-            ax.scatter(generated[:, 0], generated[:, 1], s=1, alpha=0.25, label="generated", color="tab:orange")
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("$x_1$")
-        ax.set_ylabel("$x_2$")
+        """Draw one sampler's panel of the target's figure.
+
+        Default: the x1–x2 projection with axes from the reference draws and the
+        count of generated points outside them in the title
+        (:func:`bench.report.figures.projection_panel`); the report then shows every
+        pair of the first three coordinates.  Override to draw something else.
+        """
+        from bench.report.figures import projection_panel  # the report imports this module
+
+        projection_panel(ax, generated, reference, title, coords=(0, 1) if self.dim > 1 else (0,))
 
 
 class SampleFn(Protocol):

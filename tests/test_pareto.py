@@ -1,4 +1,4 @@
-"""Pareto fronts against hand-worked examples, and the Pareto figure."""
+"""Pareto fronts against hand-worked examples and a brute-force definition, and the Pareto figure."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import math
 
 import pytest
 
-from bench.report.pareto import frontier_names, noise_floor, pareto_front, plot_pareto
+from bench.report.pareto import frontier_names, latency_interval, noise_floor, pareto_front, plot_pareto
+from bench.results import summarize
+from bench.stats import t_interval
 
 
 def test_dominated_points_are_off_the_front():
@@ -47,58 +49,109 @@ def test_front_matches_brute_force_definition():
     assert pareto_front(points) == [not dominated(p) for p in points]
 
 
-def _row(sampler, nfe, latency, mmd2, swd, status="ok", target="gmm3d", **metrics):
+def _row(sampler, nfe, latency, mmd2, swd, status="ok", target="gmm3d", seed=0, std=0.05, **metrics):
     return {
         "sampler": sampler,
         "target": target,
+        "seed": seed,
         "status": status,
+        "error": None if status == "ok" else "RuntimeError: boom",
         "nfe": nfe,
-        "latency_ms": {"mean": latency, "std": 0.1, "median": latency, "min": latency},
+        "latency_ms": {"mean": latency, "std": std, "median": latency, "min": latency},
         "metrics": {"mmd2": mmd2, "swd": swd, **metrics},
     }
 
 
 ROWS = [
     _row("target-draws", 0.0, 0.5, 1e-5, 1e-3),
-    _row("pings", 1.0, 1.0, 2e-2, 5e-2, mmd2_floor=2e-4),
-    _row("distilled-1", 1.0, 1.2, 8e-4, 2e-2, mmd2_floor=2e-4),
-    _row("flow-matching-8", 8.0, 9.0, 5e-4, 1e-2, mmd2_floor=2e-4),
-    _row("ddim-50", 50.0, 60.0, 7e-4, 3e-3, mmd2_floor=2e-4),
+    _row("pings", 1.0, 1.0, 2e-2, 5e-2),
+    _row("distilled-1", 1.0, 1.2, 8e-4, 2e-2),
+    _row("flow-matching-8", 8.0, 9.0, 5e-4, 1e-2),
+    _row("ddim-50", 50.0, 60.0, 7e-4, 3e-3),
     _row("broken", 1.0, 0.1, math.nan, math.nan, status="failed"),
 ]
+ENTRIES = summarize(ROWS)
+#: floors[target]["metrics"] of a version-2 document.
+FLOORS = {"mmd2": {"mean": 1e-4, "std": 5e-5, "values": [5e-5, 1e-4, 1.5e-4]},
+          "swd": {"mean": 2e-4, "std": 1e-4, "values": [1e-4, 2e-4, 3e-4]}}
 
 
 def test_frontier_names_per_cost_and_metric():
     # NFE: pings and distilled-1 tie on cost, distilled-1 is better; the reference never competes.
-    assert frontier_names(ROWS, "nfe", "mmd2") == {"distilled-1", "flow-matching-8"}
-    # Latency separates pings (1.0 ms) from distilled-1 (1.2 ms).
-    assert frontier_names(ROWS, "latency_ms", "mmd2") == {"pings", "distilled-1", "flow-matching-8"}
-    assert frontier_names(ROWS, "nfe", "swd") == {"distilled-1", "flow-matching-8", "ddim-50"}
+    assert frontier_names(ENTRIES, "nfe", "mmd2") == {"distilled-1", "flow-matching-8"}
+    # Latency separates pings (1.0 ± 0.05 ms) from distilled-1 (1.2 ± 0.05 ms): the intervals do not overlap.
+    assert frontier_names(ENTRIES, "latency_ms", "mmd2", ROWS) == {"pings", "distilled-1", "flow-matching-8"}
+    assert frontier_names(ENTRIES, "nfe", "swd") == {"distilled-1", "flow-matching-8", "ddim-50"}
 
 
 def test_frontier_names_refuses_mixed_targets_and_unknown_costs():
     with pytest.raises(ValueError, match="per target"):
-        frontier_names(ROWS + [_row("pings", 1.0, 1.0, 1e-2, 1e-2, target="dho")], "nfe", "mmd2")
+        frontier_names(summarize(ROWS + [_row("pings", 1.0, 1.0, 1e-2, 1e-2, target="dho")]), "nfe", "mmd2")
     with pytest.raises(KeyError, match="unknown cost"):
-        frontier_names(ROWS, "flops", "mmd2")
+        frontier_names(ENTRIES, "flops", "mmd2")
 
 
-def test_noise_floor_is_the_larger_of_reference_value_and_reported_floor():
-    assert noise_floor(ROWS, "mmd2") == pytest.approx(2e-4)
-    assert noise_floor(ROWS, "swd") == pytest.approx(1e-3)
-    assert noise_floor(ROWS, "energy") is None
-    # An unbiased estimate at the floor can be negative; its magnitude is the noise scale.
-    negative = [_row("target-draws", 0.0, 0.5, -3e-4, 1e-3, mmd2_floor=-1e-4)]
-    assert noise_floor(negative, "mmd2") == pytest.approx(3e-4)
+def test_faster_within_timing_noise_is_not_on_the_front():
+    # The issue's gmm3d case: distilled-1 at 47.7 ± 1.7 ms against distilled-1@exact's 48.1 ± 0.2 ms,
+    # with 150x worse MMD². One seed: the intervals are the timed calls' mean ± std.
+    rows = [_row("distilled-1", 1.0, 47.7, 1.5e-1, 1.0, std=1.7),
+            _row("distilled-1@exact", 1.0, 48.1, 1e-3, 1.0, std=0.2)]
+    assert frontier_names(summarize(rows), "latency_ms", "mmd2", rows) == {"distilled-1@exact"}
+    # Without the timing spread (the old rule) the faster row would be starred.
+    assert frontier_names(summarize(rows), "latency_ms", "mmd2") == {"distilled-1", "distilled-1@exact"}
+    # Clearly faster (non-overlapping intervals) puts it back on the front.
+    rows[0] = _row("distilled-1", 1.0, 40.0, 1.5e-1, 1.0, std=1.7)
+    assert frontier_names(summarize(rows), "latency_ms", "mmd2", rows) == {"distilled-1", "distilled-1@exact"}
+
+
+def test_overlap_rule_by_brute_force():
+    import random
+
+    rng = random.Random(1)
+    points = [(rng.uniform(0, 10), rng.randint(0, 4)) for _ in range(40)]
+    intervals = [(c - rng.uniform(0, 1), c + rng.uniform(0, 1)) for c, _ in points]
+
+    def dominated(i):
+        (ci, vi), (li, hi) = points[i], intervals[i]
+        for j, ((cj, vj), (lj, hj)) in enumerate(zip(points, intervals)):
+            overlap = lj <= hi and li <= hj
+            if j != i and vj <= vi and (cj < ci or overlap) and (vj < vi or (not overlap and hj < li)):
+                return True
+        return False
+
+    assert pareto_front(points, intervals) == [not dominated(i) for i in range(len(points))]
+
+
+def test_latency_interval_is_the_t_interval_with_seeds_and_the_timing_spread_with_one():
+    rows = [_row("a", 1.0, latency, 1e-3, 1e-2, seed=seed) for seed, latency in enumerate((10.0, 12.0, 11.0))]
+    entry = summarize(rows)[0]
+    mean, low, high = t_interval([10.0, 12.0, 11.0])
+    assert latency_interval(entry, rows) == pytest.approx((low, high))
+    one = summarize(rows[:1])[0]
+    assert latency_interval(one, rows[:1]) == pytest.approx((10.0 - 0.05, 10.0 + 0.05))
+    assert latency_interval(one) == pytest.approx((10.0, 10.0))
+
+
+def test_noise_floor_is_the_larger_of_reference_value_and_floor_spread():
+    reference = next(e for e in ENTRIES if e["sampler"] == "target-draws")
+    assert noise_floor(FLOORS["mmd2"], reference, "mmd2") == pytest.approx(1e-4 + 2 * 5e-5)
+    assert noise_floor(FLOORS["swd"], reference, "swd") == pytest.approx(1e-3)  # the reference row is larger
+    assert noise_floor(None, reference, "energy") is None
+    # A version-1 floor (one pair, no spread) counts by its value; an unbiased estimate at the floor can be
+    # negative, and its magnitude is the noise scale.
+    negative = summarize([_row("target-draws", 0.0, 0.5, -3e-4, 1e-3)])[0]
+    assert noise_floor({"mean": -1e-4, "std": None, "values": [-1e-4]}, negative, "mmd2") == pytest.approx(3e-4)
+    assert noise_floor({"mean": -5e-4, "std": None, "values": [-5e-4]}, None) == pytest.approx(5e-4)
 
 
 def test_plot_writes_a_png(tmp_path):
-    path = plot_pareto(ROWS + [_row("pings", 1.0, 1.0, 1e-2, 1e-2, target="dho")], "gmm3d", tmp_path / "p.png")
+    entries = summarize(ROWS + [_row("pings", 1.0, 1.0, 1e-2, 1e-2, target="dho")])
+    path = plot_pareto(entries, "gmm3d", tmp_path / "p.png", floors=FLOORS, rows=ROWS)
     data = path.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
     assert [p.name for p in tmp_path.iterdir()] == ["p.png"]  # no temporary file left behind
 
 
 def test_plot_handles_a_metric_no_row_has(tmp_path):
-    path = plot_pareto(ROWS, "gmm3d", tmp_path / "q.png", metrics=("mmd2", "energy"))
+    path = plot_pareto(ENTRIES, "gmm3d", tmp_path / "q.png", metrics=("mmd2", "energy"))
     assert path.stat().st_size > 0

@@ -42,13 +42,15 @@ def test_table_has_directions_floor_speedup_and_failure_reason():
     assert "100.0×" in floor_row  # speed-up relative to the slowest ok row
     assert next(line for line in lines if line.startswith("| slow")).count("1.0×") == 1
     assert "fast ★" in text and "failed: RuntimeError: boom" in text
-    assert "MMD² floor: two independent target draw sets" in text and "2.00e-04" in text
+    # A version-1 document's floor is its rows' one mmd2_floor: one pair, no spread.
+    floor_line = next(line for line in lines if "noise floor: pairs of independent target draw sets" in line)
+    assert "2.00e-04 (1 pair)" in floor_line
     assert "optimizations: none" in text and "profile `smoke`" in text
 
 
 def test_rows_ordered_floor_first_then_by_mmd2_then_failures():
     names = [line.split("|")[1].strip() for line in render(RESULTS).splitlines()
-             if line.startswith("| ") and "sampler" not in line and "MMD² floor" not in line]
+             if line.startswith("| ") and "sampler" not in line and "noise floor" not in line]
     assert names == ["target-draws (floor)", "fast", "slow", "broken"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 from typing import Any, Mapping
@@ -29,6 +30,95 @@ def save_figure(fig, path: Path) -> Path:
     return path
 
 
+#: Reference quantiles the sample axes span (robust to a few far-off points), and the margin added on each side.
+LIMIT_QUANTILES = (0.005, 0.995)
+LIMIT_MARGIN = 0.1
+#: Coordinates whose pairs the sample figure shows for d > 2: (x1,x2), (x1,x3), (x2,x3).
+PAIRED_COORDINATES = 3
+
+
+def axis_limits(reference: np.ndarray, quantiles: tuple[float, float] = LIMIT_QUANTILES,
+                margin: float = LIMIT_MARGIN) -> np.ndarray:
+    """Per-coordinate axis limits from the reference draws: robust quantiles widened by a margin.
+
+    Args:
+        reference: Exact target draws, shape ``(n, d)``.
+        quantiles: Lower and upper quantile of each coordinate, in ``[0, 1]``.
+        margin: Fraction of each coordinate's quantile range added below and above.
+
+    Returns:
+        ``(d, 2)`` array of ``(low, high)``; a coordinate without spread gets ``± 1``.
+    """
+    low, high = np.quantile(np.asarray(reference, dtype=np.float64), quantiles, axis=0)
+    pad = margin * (high - low)
+    pad = np.where(pad > 0, pad, 1.0)
+    return np.stack([low - pad, high + pad], axis=1)
+
+
+def count_outside(points: np.ndarray, limits: np.ndarray) -> int:
+    """How many points have a coordinate outside its limits (non-finite points count as outside).
+
+    Args:
+        points: Shape ``(n, k)``.
+        limits: Shape ``(k, 2)``, ``(low, high)`` per coordinate.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    inside = (points >= limits[:, 0]) & (points <= limits[:, 1])
+    return int((~inside.all(axis=1)).sum())
+
+
+def coordinate_pairs(dim: int, first: int = PAIRED_COORDINATES) -> list[tuple[int, ...]]:
+    """Coordinates of the projection panels: every pair among the first ``first`` ones; ``[(0,)]`` for d = 1."""
+    if dim == 1:
+        return [(0,)]
+    return list(itertools.combinations(range(min(dim, first)), 2))
+
+
+def projection_panel(ax, generated, reference, title: str, coords: tuple[int, ...] = (0, 1)) -> None:
+    """Scatter generated (orange) over target draws (blue) on ``coords``, limits from the reference draws.
+
+    The axes span :func:`axis_limits` of the reference, so a few far-off
+    generated points cannot shrink the picture to a dot; the title says how
+    many generated points fall outside.  One coordinate: overlaid histograms.
+
+    Args:
+        ax: Matplotlib axes.
+        generated: ``(n, d)`` tensor or array, or ``None`` (reference only).
+        reference: ``(m, d)`` tensor or array of exact target draws.
+        title: Panel title (the sampler's name).
+        coords: One or two coordinate indices (0-based).
+    """
+    reference = np.asarray(reference, dtype=np.float64)[:, list(coords)]
+    generated = None if generated is None else np.asarray(generated, dtype=np.float64)[:, list(coords)]
+    limits = axis_limits(reference)
+    labels = [f"$x_{{{c + 1}}}$" for c in coords]
+    if len(coords) == 1:
+        bins = np.linspace(*limits[0], 50)
+        ax.hist(reference[:, 0], bins=bins, density=True, alpha=0.5, color="tab:blue", label="target")
+        if generated is not None:
+            ax.hist(np.clip(generated[:, 0], *limits[0]), bins=bins, density=True, alpha=0.5, color="tab:orange",
+                    label="generated")
+        ax.set_xlim(*limits[0])
+    else:
+        ax.scatter(reference[:, 0], reference[:, 1], s=1, alpha=0.25, label="target", color="tab:blue",
+                   rasterized=True)
+        if generated is not None:
+            ax.scatter(generated[:, 0], generated[:, 1], s=1, alpha=0.25, label="generated", color="tab:orange",
+                       rasterized=True)
+        ax.set_xlim(*limits[0])
+        ax.set_ylim(*limits[1])
+        ax.set_ylabel(labels[1], fontsize=8, labelpad=1)
+    ax.set_xlabel(labels[0], fontsize=8, labelpad=1)
+    ax.tick_params(labelsize=6)
+    if generated is not None:
+        title += f"\n{count_outside(generated, limits)} of {len(generated)} outside"
+    ax.set_title(title, fontsize=8)
+
+
+def _has_own_panel(target: Target | None) -> bool:
+    return target is not None and type(target).plot_panel is not Target.plot_panel
+
+
 def sample_panels(
     target: Target | None,
     target_name: str,
@@ -36,32 +126,55 @@ def sample_panels(
     order: list[str],
     path: Path,
 ) -> Path | None:
-    """One panel per sampler, drawn by the target's own :meth:`Target.plot_panel`.
+    """The sample figure of one target.
+
+    A target with its own :meth:`Target.plot_panel` gets one panel per sampler
+    drawn by it.  Otherwise (or without the target plugin installed) each
+    sampler gets :func:`projection_panel` on every pair of the first three
+    coordinates (the x1–x2 plane for d = 2), axes from the reference draws.
 
     ``samples`` maps ``"<target>/<sampler>"`` (and ``"<target>/reference"``) to arrays.
-    Without the target plugin installed the default x1–x2 projection is used.
     """
     reference = samples.get(f"{target_name}/reference")
     names = [name for name in order if f"{target_name}/{name}" in samples]
     if reference is None or not names:
         return None
     plt = _pyplot()
-    cols = min(4, len(names))
-    rows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.3 * rows), squeeze=False, sharex=True, sharey=True)
-    draw = target.plot_panel if target is not None else lambda *a: Target.plot_panel(None, *a)  # type: ignore[arg-type]
-    ref = torch.from_numpy(reference)
-    for ax, name in zip(axes.flat, names):
-        draw(ax, torch.from_numpy(samples[f"{target_name}/{name}"]), ref, name)
-    for ax in list(axes.flat)[len(names):]:
+    title = f"{target_name}: generated (orange) vs held-out target draws (blue)"
+    if _has_own_panel(target):
+        cols = min(4, len(names))
+        rows = math.ceil(len(names) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.3 * rows), squeeze=False, sharex=True,
+                                 sharey=True, layout="constrained")
+        ref = torch.from_numpy(reference)
+        for ax, name in zip(axes.flat, names):
+            target.plot_panel(ax, torch.from_numpy(samples[f"{target_name}/{name}"]), ref, name)
+        used = len(names)
+    else:
+        pairs = coordinate_pairs(reference.shape[1])
+        per_row = max(1, 6 // len(pairs))  # samplers side by side: 6 panels a row
+        cols = per_row * len(pairs)
+        rows = math.ceil(len(names) / per_row)
+        fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.5 * rows), squeeze=False, layout="constrained")
+        flat = list(axes.flat)
+        for index, name in enumerate(names):
+            for k, coords in enumerate(pairs):
+                projection_panel(flat[index * len(pairs) + k], samples[f"{target_name}/{name}"], reference, name,
+                                 coords)
+        used = len(names) * len(pairs)
+        title += (f"; axes span the target's {LIMIT_QUANTILES[0]:.1%}–{LIMIT_QUANTILES[1]:.1%} quantiles "
+                  f"+ {LIMIT_MARGIN:.0%}")
+    for ax in list(axes.flat)[used:]:
         ax.set_visible(False)
-    fig.suptitle(f"{target_name}: generated (orange) vs held-out target draws (blue)")
-    fig.tight_layout()
+    fig.suptitle(title)
     return save_figure(fig, path)
 
 
 def training_curves(rows: list[Mapping[str, Any]], target_name: str, path: Path) -> Path | None:
-    """Loss histories of every model trained (or loaded) for this target, one panel per model."""
+    """Loss histories of every model trained (or loaded) for this target, one panel per model.
+
+    Give it one seed's rows (the report passes the first seed's): each replicate trains its own models.
+    """
     curves: dict[str, tuple[str, Mapping[str, list]]] = {}
     for row in rows:
         for model in row.get("fit", {}).get("models", []):
@@ -73,7 +186,7 @@ def training_curves(rows: list[Mapping[str, Any]], target_name: str, path: Path)
     plt = _pyplot()
     cols = min(3, len(curves))
     nrows = math.ceil(len(curves) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.3 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.3 * nrows), squeeze=False, layout="constrained")
     for ax, (label, history) in zip(axes.flat, curves.values()):
         steps = history["step"]
         for key, values in history.items():
@@ -89,5 +202,4 @@ def training_curves(rows: list[Mapping[str, Any]], target_name: str, path: Path)
     for ax in list(axes.flat)[len(curves):]:
         ax.set_visible(False)
     fig.suptitle(f"{target_name}: training curves")
-    fig.tight_layout()
     return save_figure(fig, path)

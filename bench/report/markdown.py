@@ -1,9 +1,15 @@
 """results.json → Markdown leaderboard (tabulate), one table per target.
 
-Every metric column says which direction is better (↓/↑); the ``target-draws``
-row and the MMD² floor line are what a perfect sampler scores at this n;
-failed and skipped rows stay in the table with their reason; a row whose
+One table row per sampler × target, built from the document's ``summary``
+(replicate seeds pooled): cells read ``mean ± half-width`` of the 95 %
+t-interval with several seeds, the plain value with one.  Every metric column
+says which direction is better (↓/↑); the ``target-draws`` row and the
+noise-floor line (mean ± std over pairs of exact draw sets) are what a
+perfect sampler scores at this n; the headline metrics (MMD², C2ST) mark the
+best row and the rows tied with it; failed and skipped rows stay in the table
+with their reason (and which seeds, when only some failed); a row whose
 counted NFE carries a warning is marked ⚠ and the warning is listed below.
+Version-1 documents are read through :func:`bench.results.upgrade`.
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ from bench.contracts import REFERENCE_SAMPLER
 ARROWS = {"lower": "↓", "higher": "↑"}
 #: Generic metric columns, in order; target-specific metrics follow them.
 CORE_METRICS = (
-    "mmd2", "mmd2_pvalue", "mmd2_median", "mean_mse", "cov_mse", "skew_mse", "kurt_mse", "swd", "energy", "c2st",
+    "mmd2", "c2st", "mmd2_pvalue", "mmd2_median", "mean_mse", "cov_mse", "skew_mse", "kurt_mse", "swd", "energy",
 )
+#: Metrics whose best row and ties with it the leaderboard marks.
+HEADLINE_METRICS = ("mmd2", "c2st")
 
 
 def fmt(value: Any, spec: str = ".2e") -> str:
@@ -30,21 +38,35 @@ def fmt(value: Any, spec: str = ".2e") -> str:
 
 
 def environment_lines(results: Mapping[str, Any]) -> list[str]:
+    """The environment and run-setting bullet lines of a (version-2) results document."""
     env, config = results["environment"], results["config"]
     opts = config.get("optimizations", {})
     on = [name for name, enabled in opts.items() if enabled] or ["none"]
+    seeds = config.get("seeds") or [config["seed"]]
     return [
         f"- **device**: {env['device']} ({env['device_name']}), dtype {env['dtype']}, "
         f"torch {env['torch']} ({env['torch_threads']} threads), python {env['python']}, {env['platform']}",
-        f"- **run**: profile `{config['profile']}`, n = {config['n']}, seed {config['seed']}, "
+        f"- **run**: profile `{config['profile']}`, n = {config['n']}, "
         f"latency over {config['repeats']} timed calls after {config['warmup']} warm-up calls "
         f"(device synchronized around each), optimizations: {', '.join(on)}",
+        f"- **replicates**: {len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))}), "
+        f"threads {_recorded(config.get('threads'))}, "
+        f"deterministic algorithms {_on_off(config.get('deterministic'))}, "
+        f"common random numbers {_on_off(None if 'independent_noise' not in config else not config['independent_noise'])}",
         f"- **created**: {results.get('created', '?')} by pingsbench {env['pingsbench']}",
     ]
 
 
-def _metric_columns(rows: Iterable[Mapping[str, Any]], info: Mapping[str, Mapping[str, str]]) -> list[str]:
-    present = {k for row in rows for k in row.get("metrics", {})} - {"mmd2_floor"}
+def _recorded(value: Any) -> str:
+    return "not recorded" if value is None else str(value)
+
+
+def _on_off(flag: bool | None) -> str:
+    return "not recorded" if flag is None else ("on" if flag else "off")
+
+
+def _metric_columns(entries: Iterable[Mapping[str, Any]]) -> list[str]:
+    present = {k for entry in entries for k in entry.get("metrics", {})} - {"mmd2_floor"}
     ordered = [m for m in CORE_METRICS if m in present]
     return ordered + sorted(present - set(ordered))
 
@@ -54,58 +76,122 @@ def _header(name: str, info: Mapping[str, Mapping[str, str]]) -> str:
     return f"{meta.get('label', name)} {ARROWS.get(meta.get('better', ''), '')}".strip()
 
 
+def interval_cell(summary: Mapping[str, Any] | None, spec: str = ".2e") -> str:
+    """``mean ± half-width`` of a 95 % interval over seeds, the plain mean with one seed, ``—`` without a value.
+
+    Args:
+        summary: ``{"mean", "ci_low", "ci_high"}`` of a summary entry (interval bounds ``None`` for one seed).
+        spec: Format of the numbers.
+    """
+    if not summary or summary.get("mean") is None:
+        return "—"
+    text = format(summary["mean"], spec)
+    if summary.get("ci_low") is not None and summary.get("ci_high") is not None:
+        text += f" ± {format((summary['ci_high'] - summary['ci_low']) / 2, '.1e' if 'e' in spec else spec)}"
+    return text
+
+
+def floor_cell(floor: Mapping[str, Any] | None, pairs: int) -> str:
+    """A metric's noise floor: ``mean ± std (P pairs)`` (no ``± std`` for a single pair)."""
+    if not floor or floor.get("mean") is None:
+        return ""
+    spread = f" ± {floor['std']:.1e}" if floor.get("std") is not None else ""
+    return f"{floor['mean']:.2e}{spread} ({plural(pairs, 'pair')})"
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def status_cell(entry: Mapping[str, Any]) -> str:
+    """``ok``, or the status with its reason; naming the seeds when only some of them failed or errors differ."""
+    if entry["status"] == "ok":
+        return "ok"
+    errors = {int(seed): text for seed, text in (entry.get("errors") or {}).items()}
+    if not entry.get("ok_seeds") and len(set(errors.values())) <= 1:
+        return f"{entry['status']}: {next(iter(errors.values()), '')}"
+    reasons = "; ".join(f"seed {seed}: {text}" for seed, text in sorted(errors.items()))
+    if entry.get("ok_seeds"):
+        ok = ", ".join(map(str, entry["ok_seeds"]))
+        return f"{entry['status']} on {plural(len(errors), 'seed')} ({reasons}); values over ok seeds {ok}"
+    return f"{entry['status']}: {reasons}"
+
+
 def target_table(
-    rows: list[Mapping[str, Any]],
+    entries: list[Mapping[str, Any]],
     info: Mapping[str, Mapping[str, str]],
     frontier: Callable[[list[Mapping[str, Any]]], set[str]] | None = None,
+    floors: Mapping[str, Any] | None = None,
+    ties: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> str:
-    """One target's leaderboard as a GitHub-flavoured Markdown table."""
-    ok = [r for r in rows if r["status"] == "ok"]
-    slowest = max((r["latency_ms"]["median"] for r in ok), default=None)
-    on_front = frontier(rows) if frontier else set()
-    metrics = _metric_columns(rows, info)
-    headers = ["sampler", "NFE", "latency ms ↓ (median, mean ± std)", "speed-up ↑", "train s ↓"]
+    """One target's leaderboard as a GitHub-flavoured Markdown table, one row per summary entry.
+
+    Args:
+        entries: The target's summary entries (:func:`bench.results.summarize`).
+        info: ``metric_info`` of the results document (labels and directions).
+        frontier: Returns the sampler names on the target's accuracy–cost frontier (marked ★).
+        floors: ``floors[target]`` of the results document (``pairs``, ``metrics``), for the floor row.
+        ties: Per headline metric, :func:`bench.results.compare_with_best`'s verdict (marks "best" and "≈ best").
+    """
+    measured = [e for e in entries if e.get("latency_ms")]
+    slowest = max((e["latency_ms"]["mean"] for e in measured), default=None)
+    on_front = frontier(entries) if frontier else set()
+    metrics = _metric_columns(entries)
+    multi = any(len(e.get("ok_seeds", ())) > 1 for e in entries)
+    latency_header = "latency ms ↓ (median; mean ± 95 % CI over seeds)" if multi else "latency ms ↓ (median)"
+    headers = ["sampler", "NFE", latency_header, "speed-up ↑", "train s ↓"]
     headers += [_header(m, info) for m in metrics] + ["status"]
     table = []
-    for row in sorted(rows, key=_row_order):
-        name = row["sampler"] + (" ★" if row["sampler"] in on_front else "")
-        if row["sampler"] == REFERENCE_SAMPLER:
+    for entry in sorted(entries, key=_entry_order):
+        name = entry["sampler"] + (" ★" if entry["sampler"] in on_front else "")
+        if entry["sampler"] == REFERENCE_SAMPLER:
             name += " (floor)"
-        if row["status"] != "ok":
-            table.append([name, "—", "—", "—", fmt(training_seconds(row), ".1f")] + ["—"] * len(metrics)
-                         + [f"{row['status']}: {row['error']}"])
+        if not entry.get("ok_seeds"):
+            table.append([name, "—", "—", "—", fmt(entry.get("train_seconds"), ".1f")] + ["—"] * len(metrics)
+                         + [status_cell(entry)])
             continue
-        lat = row["latency_ms"]
+        latency = entry["latency_ms"]
         table.append(
             [
                 name,
-                nfe_cell(row),
-                f"{lat['median']:.2f} ({lat['mean']:.2f} ± {lat['std']:.2f})",
-                f"{slowest / lat['median']:.1f}×",
-                fmt(training_seconds(row), ".1f"),
+                nfe_cell(entry),
+                interval_cell(latency, ".2f"),
+                f"{slowest / latency['mean']:.1f}×",
+                fmt(entry.get("train_seconds"), ".1f"),
             ]
-            + [fmt(row["metrics"].get(m), ".3f" if m == "mmd2_pvalue" else ".2e") for m in metrics]
-            + ["ok"]
+            + [_metric_cell(entry, m, (ties or {}).get(m)) for m in metrics]
+            + [status_cell(entry)]
         )
-    floor = next((r["metrics"].get("mmd2_floor") for r in rows if r.get("metrics")), None)
-    table.append(["*MMD² floor: two independent target draw sets*", "", "", "", ""]
-                 + [fmt(floor) if m == "mmd2" else "" for m in metrics] + [""])
+    if floors and floors.get("metrics"):
+        table.append([f"*noise floor: pairs of independent target draw sets (n = {floors.get('n', '?')})*",
+                      "", "", "", ""]
+                     + [floor_cell(floors["metrics"].get(m), floors.get("pairs", 1)) for m in metrics] + [""])
     return tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
 
 
-def nfe_cell(row: Mapping[str, Any]) -> str:
+def _metric_cell(entry: Mapping[str, Any], metric: str, verdict: Mapping[str, Any] | None) -> str:
+    text = interval_cell(entry["metrics"].get(metric), ".3f" if metric in ("mmd2_pvalue", "c2st") else ".2e")
+    if verdict and entry["sampler"] in verdict.get("tied", {}):
+        if verdict.get("best") == entry["sampler"]:
+            text += " **best**"
+        elif verdict["tied"][entry["sampler"]]:
+            text += " ≈ best"
+    return text
+
+
+def nfe_cell(entry: Mapping[str, Any]) -> str:
     """NFE per sample, its oracle part when there is one, and ⚠ when the row has warnings."""
-    text = fmt(row["nfe"], "g")
-    oracle = (row.get("nfe_split") or {}).get("oracle", 0.0)
+    text = fmt(entry["nfe"], "g")
+    oracle = (entry.get("nfe_split") or {}).get("oracle", 0.0)
     if oracle:
         text += f" ({oracle:g} oracle)"
-    return text + (" ⚠" if row.get("warnings") else "")
+    return text + (" ⚠" if entry.get("warnings") else "")
 
 
-def warning_notes(rows: Iterable[Mapping[str, Any]]) -> list[str]:
-    """One Markdown list item per ok row with warnings (the ⚠ footnotes of a table)."""
-    return [f"- ⚠ **{row['sampler']}**: {'; '.join(row['warnings'])}"
-            for row in sorted(rows, key=_row_order) if row["status"] == "ok" and row.get("warnings")]
+def warning_notes(entries: Iterable[Mapping[str, Any]]) -> list[str]:
+    """One Markdown list item per entry with warnings on an ok seed (the ⚠ footnotes of a table)."""
+    return [f"- ⚠ **{entry['sampler']}**: {'; '.join(entry['warnings'])}"
+            for entry in sorted(entries, key=_entry_order) if entry.get("ok_seeds") and entry.get("warnings")]
 
 
 def training_seconds(row: Mapping[str, Any]) -> float | None:
@@ -122,13 +208,60 @@ def training_seconds(row: Mapping[str, Any]) -> float | None:
     return sum(model.get("train_seconds", 0.0) for model in models)
 
 
-def _row_order(row: Mapping[str, Any]) -> tuple:
-    # Floor first, then ok rows by MMD², then skipped/failed.
-    if row["sampler"] == REFERENCE_SAMPLER:
-        return (0, 0.0, row["sampler"])
-    if row["status"] != "ok":
-        return (2, 0.0, row["sampler"])
-    return (1, row["metrics"].get("mmd2", float("inf")), row["sampler"])
+def _entry_order(entry: Mapping[str, Any]) -> tuple:
+    # Floor first, then entries with an ok seed by mean MMD², then skipped/failed.
+    if entry["sampler"] == REFERENCE_SAMPLER:
+        return (0, 0.0, entry["sampler"])
+    if not entry.get("ok_seeds"):
+        return (2, 0.0, entry["sampler"])
+    return (1, (entry["metrics"].get("mmd2") or {}).get("mean", float("inf")), entry["sampler"])
+
+
+def _with_oracle_nfe(entries: list[dict[str, Any]], rows: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Entries with ``nfe_split``: the mean over their ok rows of the rows' network/oracle split."""
+    out = []
+    for entry in entries:
+        splits = [row["nfe_split"] for row in rows if row["sampler"] == entry["sampler"]
+                  and row["target"] == entry["target"] and row["status"] == "ok" and row.get("nfe_split")]
+        split = {key: sum(s.get(key, 0.0) for s in splits) / len(splits) for key in splits[0]} if splits else None
+        out.append({**entry, "nfe_split": split})
+    return out
+
+
+def headline_verdicts(
+    entries: list[Mapping[str, Any]], info: Mapping[str, Mapping[str, str]], floors: Mapping[str, Any] | None
+) -> dict[str, dict[str, Any]]:
+    """Per headline metric present, :func:`bench.results.compare_with_best` over the target's ok entries.
+
+    The reference sampler does not compete; entries with a failed seed are left out
+    (their replicates do not pair with the others').
+    """
+    from bench.results import compare_with_best
+
+    competitors = [e for e in entries if e["status"] == "ok" and e["sampler"] != REFERENCE_SAMPLER]
+    verdicts = {}
+    for metric in HEADLINE_METRICS:
+        ranked = [e for e in competitors if metric in e.get("metrics", {})]
+        if ranked:
+            better = info.get(metric, {}).get("better", "lower")
+            floor = ((floors or {}).get("metrics") or {}).get(metric)
+            verdicts[metric] = compare_with_best(ranked, metric, better, floor=floor)
+    return verdicts
+
+
+def significance_lines(
+    verdicts: Mapping[str, Mapping[str, Any]], info: Mapping[str, Mapping[str, str]], seeds: int
+) -> list[str]:
+    """The lines under a table saying which test marked the ties, and what one seed cannot tell."""
+    lines = []
+    methods = {metric: verdict["method"] for metric, verdict in verdicts.items()}
+    for method in dict.fromkeys(methods.values()):
+        labels = " and ".join(info.get(m, {}).get("label", m) for m, text in methods.items() if text == method)
+        lines.append(f"- \"≈ best\" ({labels}): {method}.")
+    if seeds == 1:
+        lines.append("- One seed: orderings within the noise floor's spread (its ± std over pairs of exact draw "
+                     "sets) are not significant.")
+    return lines
 
 
 def render(
@@ -140,28 +273,42 @@ def render(
     """The whole leaderboard document.
 
     Args:
-        results: A results document (schema ``pingsbench.results/1``).
+        results: A results document, schema ``pingsbench.results/2`` or ``/1``
+            (read through :func:`bench.results.upgrade`).
         figures: Per target, ``(caption, relative path)`` of figures to link.
-        frontier: Returns the sampler names on a target's accuracy–cost frontier (marked ★).
+        frontier: Returns the sampler names on the accuracy–cost frontier of one target's summary entries (★).
         extra_sections: Per target, Markdown appended under its table (e.g. validation links).
     """
+    from bench.results import upgrade
+
+    results = upgrade(results)
     info = results["metric_info"]
+    seeds = results["config"].get("seeds") or [results["config"]["seed"]]
     lines = ["# pingsbench leaderboard", "", *environment_lines(results), ""]
     lines += [
         "Fidelity is measured on n generated points against n held-out target draws; the `target-draws` row "
-        "is an independent exact sample, i.e. what a perfect sampler scores. NFE is the number of function "
-        "evaluations per sample *counted* during sampling: outermost `nn.Module` calls and target oracle calls "
-        "(`score`, `noised_score`, `log_prob`), each by the points it evaluates; \"(k oracle)\" is the oracle "
-        "part. ⚠ marks a row whose NFE is 0 or differs from what its sampler declares (listed under the "
-        "table). Speed-up is relative to the slowest ok row in the same run. ★ marks rows on the "
-        "MMD²–latency Pareto frontier.",
+        "is an independent exact sample, i.e. what a perfect sampler scores, and the noise-floor line gives "
+        "each metric's mean ± std over pairs of independent exact draw sets. Each replicate seed retrains every "
+        "model, draws its own reference set and sampling noise; with several seeds a cell reads mean ± half-width "
+        "of the 95 % Student-t interval over them. Within a seed every sampler's sampling stream starts from "
+        "the same seed (common random numbers) unless the run says otherwise, so rows are paired. \"best\" marks "
+        "the best mean MMD² and C2ST of a target; \"≈ best\" the rows not distinguishable from it (the test is "
+        "named under each table). NFE is the number of function evaluations per sample *counted* during "
+        "sampling: outermost `nn.Module` calls and target oracle calls (`score`, `noised_score`, `log_prob`), "
+        "each by the points it evaluates; \"(k oracle)\" is the oracle part. ⚠ marks a row whose NFE is 0 or "
+        "differs from what its sampler declares (listed under the table). Speed-up is relative to the slowest "
+        "row in the same run. ★ marks rows on the MMD²–latency Pareto frontier, where latencies whose "
+        "intervals overlap count as equal.",
         "",
     ]
-    targets = list(dict.fromkeys(r["target"] for r in results["rows"]))
+    targets = list(dict.fromkeys(entry["target"] for entry in results["summary"]))
     for target in targets:
-        rows = [r for r in results["rows"] if r["target"] == target]
-        lines += [f"## {target}", "", target_table(rows, info, frontier), ""]
-        notes = warning_notes(rows)
+        entries = _with_oracle_nfe([e for e in results["summary"] if e["target"] == target], results["rows"])
+        floors = results.get("floors", {}).get(target)
+        verdicts = headline_verdicts(entries, info, floors)
+        lines += [f"## {target}", "", target_table(entries, info, frontier, floors, verdicts), ""]
+        lines += [*significance_lines(verdicts, info, len(seeds)), ""]
+        notes = warning_notes(entries)
         if notes:
             lines += [*notes, ""]
         for caption, path in (figures or {}).get(target, []):
@@ -172,5 +319,5 @@ def render(
             lines += [extra_sections[target], ""]
     lines += ["## Metrics", ""]
     lines += [f"- **{meta['label']}** ({ARROWS.get(meta['better'], '')}): {meta.get('description', '')}"
-              for meta in info.values()]
+              for name, meta in info.items() if name != "mmd2_floor"]
     return "\n".join(lines) + "\n"

@@ -1,201 +1,282 @@
-"""Accuracy–cost Pareto fronts over result rows, and their figure.
+"""Accuracy–cost Pareto fronts over summary entries, and their figure.
 
-A result row (one sampler on one target, see :mod:`bench.runner`) carries
-``sampler``, ``target``, ``status``, the measured ``nfe``, ``latency_ms``
-statistics and ``metrics``.  A sampler is on the front of a (cost, metric)
-pair when no other sampler is at least as cheap *and* at least as accurate
-with one of the two strictly better (both lower-is-better).  The exact
-reference sampler (``target-draws``) is not a competitor: its metric values
-are the noise floor, drawn as a band.
+A summary entry (one sampler on one target over its replicate seeds, see
+:func:`bench.results.summarize`) carries the mean counted ``nfe``, the
+``latency_ms`` and every metric's mean with its 95 % t-interval.  Lower is
+better on both axes.  Latencies are noisy, so two whose intervals overlap
+count as equal (:func:`bench.stats.overlapping`): no sampler reaches the front
+by being faster within timing noise.  The latency interval of an entry is its
+t-interval over replicates when it has ``K > 1`` ok seeds; with one seed it is
+``mean ± std`` of that seed's timed calls (the row's ``latency_ms``).  NFE is
+exact (a point interval).  The exact reference sampler (``target-draws``) is
+not a competitor: the noise floor is drawn as a band.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from bench.cache import atomic_write_bytes
 from bench.contracts import REFERENCE_SAMPLER
+from bench.stats import overlapping
 
+Entry = Mapping[str, Any]
 Row = Mapping[str, Any]
+Interval = tuple[float, float]
 
-#: Cost axes: name -> (axis label, how to read it from a row).
-COSTS: dict[str, tuple[str, Callable[[Row], Any]]] = {
-    "latency_ms": ("median latency [ms]", lambda row: (row.get("latency_ms") or {}).get("median")),
-    "nfe": ("counted NFE (evaluations per sample)", lambda row: row.get("nfe")),
+#: Cost axes and their labels.
+COSTS: dict[str, str] = {
+    "latency_ms": "latency [ms] (median per seed)",
+    "nfe": "counted NFE (evaluations per sample)",
 }
 
 #: Axis labels of the usual metrics (others are labelled by their key).
 METRIC_LABELS: dict[str, str] = {
     "mmd2": "MMD² (paper kernel)",
+    "c2st": "C2ST accuracy (0.5 = indistinguishable)",
     "swd": "sliced Wasserstein distance",
     "energy": "energy distance",
     "mmd2_median": "MMD² (median-heuristic kernel)",
 }
+
+#: Metrics drawn on a linear axis (bounded, not spanning decades).
+LINEAR_METRICS = frozenset({"c2st"})
+#: Their chance level (a C2ST accuracy of 0.5: indistinguishable).
+CHANCE = 0.5
 
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:
+def pareto_front(
+    points: Sequence[tuple[float, float]], cost_intervals: Sequence[Interval | None] | None = None
+) -> list[bool]:
     """Which points are Pareto-optimal when lower is better in both coordinates.
 
-    A point is dominated when another point is ``<=`` in both coordinates and
-    ``<`` in at least one.  Exact duplicates do not dominate each other, so a
-    tie on the front keeps every copy.  Points with a non-finite coordinate
-    are never on the front and never dominate.
+    Point ``j`` dominates point ``i`` when ``value_j ≤ value_i`` and cost ``j``
+    is lower than or indistinguishable from cost ``i`` (``cost_j < cost_i``, or
+    their intervals overlap), with one of the two strictly better: ``value_j <
+    value_i``, or cost ``j``'s interval lies entirely below cost ``i``'s.
+    Without intervals (each cost its own point interval) this is the usual
+    definition.  Exact duplicates do not dominate each other, so a tie on the
+    front keeps every copy.  Points with a non-finite coordinate are never on
+    the front and never dominate.
 
     Args:
         points: ``(cost, value)`` pairs.
+        cost_intervals: Per point, ``(low, high)`` of its cost, or ``None`` for the point ``(cost, cost)``.
 
     Returns:
         One flag per point, in input order.
     """
     valid = [_finite(c) and _finite(v) for c, v in points]
-    # Sweep by cost, then value: a point is on the front iff its value is below
-    # every value seen at strictly lower cost, and no equal-cost point is lower.
-    order = sorted((i for i, ok in enumerate(valid) if ok), key=lambda i: (points[i][0], points[i][1]))
-    on_front = [False] * len(points)
-    best_before = math.inf  # lowest value among points of strictly lower cost
-    k = 0
-    while k < len(order):
-        cost = points[order[k]][0]
-        group = [i for i in order[k:] if points[i][0] == cost]
-        lowest = points[group[0]][1]  # the group is sorted by value
-        for i in group:
-            on_front[i] = points[i][1] == lowest and lowest < best_before
-        best_before = min(best_before, lowest)
-        k += len(group)
-    return on_front
+    intervals = [
+        (c, c) if cost_intervals is None or cost_intervals[i] is None else tuple(cost_intervals[i])
+        for i, (c, _) in enumerate(points)
+    ]
+
+    def dominates(j: int, i: int) -> bool:
+        (cost_j, value_j), (cost_i, value_i) = points[j], points[i]
+        indistinct = overlapping(intervals[j], intervals[i])
+        if value_j > value_i or not (cost_j < cost_i or indistinct):
+            return False
+        return value_j < value_i or (not indistinct and intervals[j][1] < intervals[i][0])
+
+    return [
+        valid[i] and not any(valid[j] and j != i and dominates(j, i) for j in range(len(points)))
+        for i in range(len(points))
+    ]
 
 
-def _row_cost(row: Row, cost_key: str) -> Any:
-    try:
-        return COSTS[cost_key][1](row)
-    except KeyError:
-        raise KeyError(f"unknown cost {cost_key!r}; available: {', '.join(COSTS)}") from None
+def latency_interval(entry: Entry, rows: Iterable[Row] = ()) -> Interval | None:
+    """The interval a latency is compared by, in ms.
 
-
-def _competitors(rows: Iterable[Row]) -> list[Row]:
-    """Successful rows of real samplers (not the reference)."""
-    return [row for row in rows if row.get("status") == "ok" and row.get("sampler") != REFERENCE_SAMPLER]
-
-
-def frontier_names(rows: Iterable[Row], cost_key: str, metric: str) -> set[str]:
-    """Samplers on the Pareto front of ``(cost, metric)`` among one target's rows.
-
-    Only rows with ``status == "ok"`` and a finite cost and metric compete;
-    the reference sampler (:data:`REFERENCE_SAMPLER`) never does.
+    ``K > 1`` ok seeds: the summary's 95 % t-interval over the seeds' median
+    latencies.  One seed: ``mean ± std`` of that seed's timed calls, read
+    from its row in ``rows`` (the point ``(mean, mean)`` if it is missing).
 
     Args:
-        rows: Result rows of a single target.
-        cost_key: ``"latency_ms"`` (median latency) or ``"nfe"``.
-        metric: Key into ``row["metrics"]``, lower is better.
-
-    Raises:
-        ValueError: The rows span several targets (fronts are per target).
-        KeyError: Unknown ``cost_key``.
-    """
-    rows = list(rows)
-    targets = {row.get("target") for row in rows}
-    if len(targets) > 1:
-        raise ValueError(f"a Pareto front is per target; rows span {sorted(map(str, targets))}")
-    competitors = _competitors(rows)
-    points = [(_row_cost(row, cost_key), (row.get("metrics") or {}).get(metric)) for row in competitors]
-    return {row["sampler"] for row, on in zip(competitors, pareto_front(points)) if on}
-
-
-def noise_floor(rows: Iterable[Row], metric: str) -> float | None:
-    """The largest magnitude of the reference row's ``metric`` and any row's ``<metric>_floor``.
-
-    Magnitudes, because an unbiased estimate (MMD², energy) of a perfect
-    sampler scatters around zero: a negative value is as much noise as a
-    positive one.
+        entry: A summary entry with ``latency_ms``.
+        rows: Result rows; only the entry's own ok row is read.
 
     Returns:
-        The floor, or ``None`` if no row provides a non-zero one.
+        ``(low, high)``, or ``None`` when the entry has no latency.
+    """
+    latency = entry.get("latency_ms") or {}
+    if not _finite(latency.get("mean")):
+        return None
+    if _finite(latency.get("ci_low")) and _finite(latency.get("ci_high")):
+        return float(latency["ci_low"]), float(latency["ci_high"])
+    for row in rows:
+        if (row.get("sampler"), row.get("target"), row.get("status")) == (entry["sampler"], entry["target"], "ok") \
+                and row.get("seed") in entry.get("ok_seeds", [row.get("seed")]):
+            timed = row.get("latency_ms") or {}
+            if _finite(timed.get("mean")) and _finite(timed.get("std")):
+                return timed["mean"] - timed["std"], timed["mean"] + timed["std"]
+    return float(latency["mean"]), float(latency["mean"])
+
+
+def _cost(entry: Entry, cost_key: str, rows: Iterable[Row]) -> tuple[Any, Interval | None]:
+    """``(cost, interval)`` of an entry on one cost axis."""
+    if cost_key == "latency_ms":
+        return (entry.get("latency_ms") or {}).get("mean"), latency_interval(entry, rows)
+    if cost_key == "nfe":
+        return entry.get("nfe"), None
+    raise KeyError(f"unknown cost {cost_key!r}; available: {', '.join(COSTS)}")
+
+
+def _metric_mean(entry: Entry, metric: str) -> Any:
+    return ((entry.get("metrics") or {}).get(metric) or {}).get("mean")
+
+
+def _competitors(entries: Iterable[Entry]) -> list[Entry]:
+    """Entries of real samplers (not the reference) with at least one ok seed."""
+    return [e for e in entries if e.get("ok_seeds") and e.get("sampler") != REFERENCE_SAMPLER]
+
+
+def frontier_names(entries: Iterable[Entry], cost_key: str, metric: str, rows: Iterable[Row] = ()) -> set[str]:
+    """Samplers on the Pareto front of ``(cost, metric mean)`` among one target's summary entries.
+
+    Entries with an ok seed and a finite cost and metric compete; the
+    reference sampler (:data:`REFERENCE_SAMPLER`) never does.  Latencies
+    compare by :func:`latency_interval` (overlapping intervals are equal).
+
+    Args:
+        entries: Summary entries of a single target.
+        cost_key: ``"latency_ms"`` or ``"nfe"``.
+        metric: Metric key, lower is better.
+        rows: The result rows, for the timing spread of one-seed entries.
+
+    Raises:
+        ValueError: The entries span several targets (fronts are per target).
+        KeyError: Unknown ``cost_key``.
+    """
+    entries = list(entries)
+    rows = list(rows)
+    targets = {entry.get("target") for entry in entries}
+    if len(targets) > 1:
+        raise ValueError(f"a Pareto front is per target; entries span {sorted(map(str, targets))}")
+    competitors = _competitors(entries)
+    costs = [_cost(entry, cost_key, rows) for entry in competitors]
+    points = [(cost, _metric_mean(entry, metric)) for (cost, _), entry in zip(costs, competitors)]
+    on_front = pareto_front(points, [interval for _, interval in costs])
+    return {entry["sampler"] for entry, on in zip(competitors, on_front) if on}
+
+
+def noise_floor(floor: Mapping[str, Any] | None, reference: Entry | None = None, metric: str = "mmd2") -> float | None:
+    """Top of the noise-floor band of one metric.
+
+    The larger of the floor's ``mean + 2·std`` over its pairs of exact draw
+    sets (the largest magnitude of its values when there is no spread, e.g. a
+    version-1 floor of one pair) and the magnitude of the reference sampler's
+    mean.  Magnitudes, because an unbiased estimate (MMD², energy) of a
+    perfect sampler scatters around zero: a negative value is as much noise
+    as a positive one.
+
+    Args:
+        floor: ``floors[target]["metrics"][metric]`` (``mean``, ``std``, ``values``), or ``None``.
+        reference: The ``target-draws`` summary entry, or ``None``.
+        metric: Which metric of ``reference`` to read.
+
+    Returns:
+        The floor, or ``None`` if neither provides a non-zero one.
     """
     candidates = []
-    for row in rows:
-        if row.get("status") != "ok":
-            continue
-        metrics = row.get("metrics") or {}
-        candidates.append(metrics.get(f"{metric}_floor"))
-        if row.get("sampler") == REFERENCE_SAMPLER:
-            candidates.append(metrics.get(metric))
+    if floor:
+        if _finite(floor.get("mean")) and _finite(floor.get("std")):
+            candidates.append(floor["mean"] + 2 * floor["std"])
+        else:
+            candidates += list(floor.get("values") or []) + [floor.get("mean")]
+    if reference is not None:
+        candidates.append(_metric_mean(reference, metric))
     magnitudes = [abs(float(v)) for v in candidates if _finite(v) and v != 0]
     return max(magnitudes) if magnitudes else None
 
 
-def _draw_panel(ax: Any, rows: list[Row], cost_key: str, metric: str, floor: float | None) -> None:
-    """One panel: every competing sampler a labelled point, the front a step line, the floor a band."""
-    points = [
-        (row["sampler"], _row_cost(row, cost_key), (row.get("metrics") or {}).get(metric))
-        for row in _competitors(rows)
-    ]
-    points = [(name, c, v) for name, c, v in points if _finite(c) and _finite(v)]
-    ax.set_xlabel(COSTS[cost_key][0], fontsize=8)
+def _draw_panel(
+    ax: Any, entries: list[Entry], rows: list[Row], cost_key: str, metric: str, floor: float | None
+) -> None:
+    """One panel: every competing sampler a labelled point with error bars, the front a step line, the floor a band."""
+    from adjustText import adjust_text
+
+    points = []
+    for entry in _competitors(entries):
+        cost, interval = _cost(entry, cost_key, rows)
+        summary = (entry.get("metrics") or {}).get(metric) or {}
+        if _finite(cost) and _finite(summary.get("mean")):
+            points.append((entry["sampler"], cost, interval, summary))
+    linear = metric in LINEAR_METRICS
+    ax.set_xlabel(COSTS[cost_key], fontsize=8)
     ax.set_ylabel(METRIC_LABELS.get(metric, metric), fontsize=8)
     ax.set_xscale("symlog" if cost_key == "nfe" else "log", **({"linthresh": 1.0} if cost_key == "nfe" else {}))
-    ax.set_yscale("log")
+    ax.set_yscale("linear" if linear else "log")
     ax.grid(True, which="major", alpha=0.3)
     if not points:
         ax.text(0.5, 0.5, f"no {metric} values", transform=ax.transAxes, ha="center", va="center")
         return
-    positive = [v for _, _, v in points if v > 0] + ([floor] if floor else [])
+    values = [s["mean"] for _, _, _, s in points]
+    positive = [v for v in values if v > 0] + ([floor] if floor else [])
     # Unbiased estimates can be ≤ 0 (at the floor): pin them to the axis bottom as ▼.
-    bottom = min(positive) / 3 if positive else 1e-6
-    on_front = pareto_front([(c, v) for _, c, v in points])
-    # Samplers of equal cost (e.g. every NFE = 1 method) share an x: alternate their labels right/left.
-    label_side = {}
-    for cost in {c for _, c, _ in points}:
-        same = sorted((v, name) for name, c, v in points if c == cost)
-        label_side.update({name: k % 2 for k, (_, name) in enumerate(same)})
-    for (name, cost, value), on in zip(points, on_front):
-        shown = max(value, bottom)
-        ax.scatter(
-            [cost], [shown], s=28, zorder=3,
-            marker="v" if value <= bottom else "o",
-            facecolors="tab:red" if on else "none", edgecolors="tab:red" if on else "tab:gray",
-        )
-        left = label_side[name]
-        ax.annotate(name, (cost, shown), xytext=(-4 if left else 4, 3), textcoords="offset points",
-                    ha="right" if left else "left", fontsize=6)
-    front = sorted((c, max(v, bottom)) for (_, c, v), on in zip(points, on_front) if on)
-    right = max(c for _, c, _ in points) * 1.5
-    ax.plot(
-        [c for c, _ in front] + [right], [v for _, v in front] + [front[-1][1]],
-        drawstyle="steps-post", color="tab:red", lw=1, label="Pareto front",
-    )
+    bottom = -math.inf if linear else (min(positive) / 3 if positive else 1e-6)
+    on_front = pareto_front([(c, s["mean"]) for _, c, _, s in points], [i for _, _, i, _ in points])
+    texts = []
+    for (name, cost, interval, summary), on in zip(points, on_front):
+        shown = max(summary["mean"], bottom)
+        low, high = summary.get("ci_low"), summary.get("ci_high")
+        yerr = None
+        if _finite(low) and _finite(high):
+            yerr = [[max(shown - max(low, bottom), 0.0)], [max(max(high, bottom) - shown, 0.0)]]
+        xerr = [[max(cost - interval[0], 0.0)], [max(interval[1] - cost, 0.0)]] if interval else None
+        color = "tab:red" if on else "tab:gray"
+        ax.errorbar([cost], [shown], xerr=xerr, yerr=yerr, fmt="none", ecolor=color, elinewidth=0.8, capsize=2,
+                    alpha=0.7, zorder=2)
+        ax.scatter([cost], [shown], s=28, zorder=3, marker="v" if shown > summary["mean"] else "o",
+                   facecolors=color if on else "none", edgecolors=color)
+        texts.append(ax.text(cost, shown, name, fontsize=6, zorder=4))
+    front = sorted((c, max(s["mean"], bottom)) for (_, c, _, s), on in zip(points, on_front) if on)
+    right = max(c for _, c, _, _ in points) * 1.5
+    ax.plot([c for c, _ in front] + [right], [v for _, v in front] + [front[-1][1]],
+            drawstyle="steps-post", color="tab:red", lw=1, label="Pareto front")
     if floor:
-        ax.axhspan(bottom / 3, floor, color="tab:gray", alpha=0.2, lw=0, label="noise floor")
-    ax.set_ylim(bottom=bottom / 3)
-    # Room for the labels of the cheapest (left-hand) and costliest samplers.
-    ax.set_xlim(min(c for _, c, _ in points) / 4, right * 2)
+        # C2ST's floor sits just above chance (0.5): the band is symmetric about chance.
+        ax.axhspan(2 * CHANCE - floor if linear else bottom / 3, floor,
+                   color="tab:gray", alpha=0.2, lw=0, label="noise floor (mean + 2 std)")
+    if not linear:
+        ax.set_ylim(bottom=bottom / 3)
+    ax.set_xlim(min(c for _, c, _, _ in points) / 3, right * 2)
     ax.legend(fontsize=6, loc="best")
+    adjust_text(texts, ax=ax, arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.4})
 
 
 def plot_pareto(
-    rows: Iterable[Row],
+    entries: Iterable[Entry],
     target_name: str,
     path: str | Path,
     metrics: Sequence[str] = ("mmd2", "swd"),
+    floors: Mapping[str, Mapping[str, Any]] | None = None,
+    rows: Iterable[Row] = (),
 ) -> Path:
     """Write the accuracy–cost figure of one target as a PNG.
 
-    Two rows of panels, one column per metric: metric (log scale) against
-    median latency (top) and against measured NFE (bottom).  Every competing
-    sampler is a labelled point (filled red when on the front, ▼ when its
-    estimate is ≤ 0), the front is a step line, and the noise floor
-    (:func:`noise_floor`) a grey band.  Written atomically.
+    Two rows of panels, one column per metric: the metric's mean over seeds
+    (log scale; C2ST linear) against latency (top) and against counted NFE
+    (bottom).  Every competing sampler is a point with error bars (the
+    metric's 95 % t-interval when it has several seeds; the latency interval of
+    :func:`latency_interval`), filled red when on the front, ▼ when its
+    estimate is ≤ 0; labels are moved apart by adjustText; the front is a
+    step line and the noise floor (:func:`noise_floor`) a grey band (around
+    0.5 for C2ST).  Written atomically.
 
     Args:
-        rows: Result rows (any targets; only ``target_name``'s are drawn).
+        entries: Summary entries (any targets; only ``target_name``'s are drawn).
         target_name: The target to draw.
         path: Output file.
         metrics: Metric keys, lower is better.
+        floors: ``floors[target_name]["metrics"]`` of the results document: metric → ``mean``, ``std``, ``values``.
+        rows: The result rows, for the timing spread of one-seed entries.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -203,15 +284,17 @@ def plot_pareto(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    entries = [entry for entry in entries if entry.get("target") == target_name]
     rows = [row for row in rows if row.get("target") == target_name]
-    fig = Figure(figsize=(5.5 * len(metrics), 8.5), layout="constrained")
+    reference = next((entry for entry in entries if entry.get("sampler") == REFERENCE_SAMPLER), None)
+    fig = Figure(figsize=(7.0 * len(metrics), 10.0), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(2, len(metrics), squeeze=False)
     for column, metric in enumerate(metrics):
-        floor = noise_floor(rows, metric)
+        floor = noise_floor((floors or {}).get(metric), reference, metric)
         for row_index, cost_key in enumerate(("latency_ms", "nfe")):
-            _draw_panel(axes[row_index][column], rows, cost_key, metric, floor)
-    fig.suptitle(f"{target_name}: fidelity against cost (lower-left is better)")
+            _draw_panel(axes[row_index][column], entries, rows, cost_key, metric, floor)
+    fig.suptitle(f"{target_name}: fidelity against cost (lower-left is better; bars: 95 % intervals)")
     path = Path(path)
     atomic_write_bytes(path, lambda handle: fig.savefig(handle, format="png", dpi=130))
     return path
