@@ -244,11 +244,18 @@ def _draw_panel(
         # C2ST's floor sits just above chance (0.5): the band is symmetric about chance.
         ax.axhspan(2 * CHANCE - floor if linear else bottom / 3, floor,
                    color="tab:gray", alpha=0.2, lw=0, label="noise floor (mean + 2 std)")
-    if not linear:
-        ax.set_ylim(bottom=bottom / 3)
+    # Head room above the highest point and room left of the cheapest for labels to move into.
+    shown = [max(s["mean"], bottom) for _, _, _, s in points]
+    if linear:
+        span = max(shown) - min(shown) or 0.1
+        ax.set_ylim(min(shown) - 0.1 * span, max(shown) + 0.15 * span)
+    else:
+        ax.set_ylim(bottom / 3, max(shown) * 4)
     ax.set_xlim(min(c for _, c, _, _ in points) / 3, right * 2)
     ax.legend(fontsize=6, loc="best")
-    adjust_text(texts, ax=ax, arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.4})
+    # Labels repel each other and the markers; a thin line ties a moved label to its point.
+    adjust_text(texts, x=[c for _, c, _, _ in points], y=shown, ax=ax, expand=(1.15, 1.5),
+                force_text=(0.3, 0.6), arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.4})
 
 
 def plot_pareto(
