@@ -339,6 +339,7 @@ def test_declared_nfe_disagreeing_with_the_count_is_flagged(rows):
 
 def test_leaderboard_marks_warnings_and_shows_the_oracle_part(rows):
     results = {
+        "schema": "pingsbench.results/1",
         "environment": {"device": "cpu", "device_name": "x", "dtype": "float32", "torch": "2", "torch_threads": 1,
                         "python": "3", "platform": "linux", "pingsbench": "0"},
         "config": {"profile": "smoke", "n": 400, "seed": 0, "repeats": 1, "warmup": 0},

@@ -23,6 +23,20 @@ def _pyplot():
     return plt
 
 
+#: Height kept free for a figure's title, in inches.
+TITLE_INCHES = 0.6
+
+
+def _title(fig, text: str) -> None:
+    """The figure title, a fixed distance from the top edge whatever the figure's height."""
+    fig.suptitle(text, y=1 - 0.12 / fig.get_figheight(), va="top")
+
+
+def _tight_under_title(fig) -> None:
+    """``tight_layout`` below the figure title (plain ``tight_layout`` lets panel titles run into it)."""
+    fig.tight_layout(rect=(0, 0, 1, 1 - TITLE_INCHES / fig.get_figheight()))
+
+
 def save_figure(fig, path: Path) -> Path:
     plt = _pyplot()
     atomic_write_bytes(path, lambda handle: fig.savefig(handle, format="png", dpi=110, bbox_inches="tight"))
@@ -145,7 +159,7 @@ def sample_panels(
         cols = min(4, len(names))
         rows = math.ceil(len(names) / cols)
         fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.3 * rows), squeeze=False, sharex=True,
-                                 sharey=True, layout="constrained")
+                                 sharey=True)
         ref = torch.from_numpy(reference)
         for ax, name in zip(axes.flat, names):
             target.plot_panel(ax, torch.from_numpy(samples[f"{target_name}/{name}"]), ref, name)
@@ -155,7 +169,12 @@ def sample_panels(
         per_row = max(1, 6 // len(pairs))  # samplers side by side: 6 panels a row
         cols = per_row * len(pairs)
         rows = math.ceil(len(names) / per_row)
-        fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.5 * rows), squeeze=False, layout="constrained")
+        panel_title_inches = 0.4  # two lines above each panel
+        height = 2.6 * rows + TITLE_INCHES + panel_title_inches
+        fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, height), squeeze=False)
+        # Fixed spacing: a layout engine costs seconds per draw with ~70 panels.  Room for two-line titles.
+        fig.subplots_adjust(left=0.05, right=0.99, bottom=0.5 / height,
+                            top=1 - (TITLE_INCHES + panel_title_inches) / height, wspace=0.38, hspace=0.55)
         flat = list(axes.flat)
         for index, name in enumerate(names):
             for k, coords in enumerate(pairs):
@@ -166,7 +185,9 @@ def sample_panels(
                   f"+ {LIMIT_MARGIN:.0%}")
     for ax in list(axes.flat)[used:]:
         ax.set_visible(False)
-    fig.suptitle(title)
+    _title(fig, title)
+    if _has_own_panel(target):
+        _tight_under_title(fig)
     return save_figure(fig, path)
 
 
@@ -186,7 +207,7 @@ def training_curves(rows: list[Mapping[str, Any]], target_name: str, path: Path)
     plt = _pyplot()
     cols = min(3, len(curves))
     nrows = math.ceil(len(curves) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.3 * nrows), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.3 * nrows), squeeze=False)
     for ax, (label, history) in zip(axes.flat, curves.values()):
         steps = history["step"]
         for key, values in history.items():
@@ -201,5 +222,6 @@ def training_curves(rows: list[Mapping[str, Any]], target_name: str, path: Path)
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(curves):]:
         ax.set_visible(False)
-    fig.suptitle(f"{target_name}: training curves")
+    _title(fig, f"{target_name}: training curves")
+    _tight_under_title(fig)
     return save_figure(fig, path)

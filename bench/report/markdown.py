@@ -245,6 +245,8 @@ def headline_verdicts(
         if ranked:
             better = info.get(metric, {}).get("better", "lower")
             floor = ((floors or {}).get("metrics") or {}).get(metric)
+            if floor is not None:
+                floor = {**floor, "pairs": floors.get("pairs")}
             verdicts[metric] = compare_with_best(ranked, metric, better, floor=floor)
     return verdicts
 

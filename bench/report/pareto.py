@@ -133,14 +133,14 @@ def _metric_mean(entry: Entry, metric: str) -> Any:
 
 
 def _competitors(entries: Iterable[Entry]) -> list[Entry]:
-    """Entries of real samplers (not the reference) with at least one ok seed."""
-    return [e for e in entries if e.get("ok_seeds") and e.get("sampler") != REFERENCE_SAMPLER]
+    """Entries of real samplers (not the reference) ok on every seed (a partial one would compete on fewer seeds)."""
+    return [e for e in entries if e.get("status") == "ok" and e.get("sampler") != REFERENCE_SAMPLER]
 
 
 def frontier_names(entries: Iterable[Entry], cost_key: str, metric: str, rows: Iterable[Row] = ()) -> set[str]:
     """Samplers on the Pareto front of ``(cost, metric mean)`` among one target's summary entries.
 
-    Entries with an ok seed and a finite cost and metric compete; the
+    Entries ok on every seed with a finite cost and metric compete; the
     reference sampler (:data:`REFERENCE_SAMPLER`) never does.  Latencies
     compare by :func:`latency_interval` (overlapping intervals are equal).
 
@@ -247,8 +247,9 @@ def _draw_panel(
     # Head room above the highest point and room left of the cheapest for labels to move into.
     shown = [max(s["mean"], bottom) for _, _, _, s in points]
     if linear:
-        span = max(shown) - min(shown) or 0.1
-        ax.set_ylim(min(shown) - 0.1 * span, max(shown) + 0.15 * span)
+        low = min(shown + ([2 * CHANCE - floor] if floor else []))
+        span = max(shown) - low or 0.1
+        ax.set_ylim(low - 0.05 * span, max(shown) + 0.15 * span)
     else:
         ax.set_ylim(bottom / 3, max(shown) * 4)
     ax.set_xlim(min(c for _, c, _, _ in points) / 3, right * 2)
@@ -294,9 +295,12 @@ def plot_pareto(
     entries = [entry for entry in entries if entry.get("target") == target_name]
     rows = [row for row in rows if row.get("target") == target_name]
     reference = next((entry for entry in entries if entry.get("sampler") == REFERENCE_SAMPLER), None)
-    fig = Figure(figsize=(7.0 * len(metrics), 10.0), layout="constrained")
+    fig = Figure(figsize=(7.0 * len(metrics), 10.0))
     FigureCanvasAgg(fig)
     axes = fig.subplots(2, len(metrics), squeeze=False)
+    # Fixed spacing: adjustText redraws the figure, and a layout engine would rerun on every draw.
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.06, top=0.94,
+                        wspace=0.16, hspace=0.14)
     for column, metric in enumerate(metrics):
         floor = noise_floor((floors or {}).get(metric), reference, metric)
         for row_index, cost_key in enumerate(("latency_ms", "nfe")):
