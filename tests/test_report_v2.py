@@ -102,7 +102,7 @@ def test_two_identical_samplers_are_always_tied():
 def test_floor_row_reads_mean_std_and_pairs():
     text = render(_document([_row("a", 0, 1e-3, 0.6)], [0]))
     floor = _cells(next(line for line in text.splitlines() if "noise floor" in line))
-    assert floor[5:7] == ["1.00e-04 ± 2.0e-04 (5 pairs)", "5.10e-01 ± 1.0e-02 (5 pairs)"]
+    assert floor[5:7] == ["1.00e-04 ± 2.0e-04 (5 pairs)", "0.510 ± 0.010 (5 pairs)"]
     assert "One seed: orderings within the noise floor's spread" in text
 
 

@@ -34,7 +34,7 @@ def _title(fig, text: str) -> None:
 
 def _tight_under_title(fig) -> None:
     """``tight_layout`` below the figure title (plain ``tight_layout`` lets panel titles run into it)."""
-    fig.tight_layout(rect=(0, 0, 1, 1 - TITLE_INCHES / fig.get_figheight()))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))
 
 
 def save_figure(fig, path: Path) -> Path:

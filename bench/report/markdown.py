@@ -87,16 +87,25 @@ def interval_cell(summary: Mapping[str, Any] | None, spec: str = ".2e") -> str:
         return "—"
     text = format(summary["mean"], spec)
     if summary.get("ci_low") is not None and summary.get("ci_high") is not None:
-        text += f" ± {format((summary['ci_high'] - summary['ci_low']) / 2, '.1e' if 'e' in spec else spec)}"
+        text += f" ± {format((summary['ci_high'] - summary['ci_low']) / 2, _spread_spec(spec))}"
     return text
 
 
-def floor_cell(floor: Mapping[str, Any] | None, pairs: int) -> str:
+def floor_cell(floor: Mapping[str, Any] | None, pairs: int, spec: str = ".2e") -> str:
     """A metric's noise floor: ``mean ± std (P pairs)`` (no ``± std`` for a single pair)."""
     if not floor or floor.get("mean") is None:
         return ""
-    spread = f" ± {floor['std']:.1e}" if floor.get("std") is not None else ""
-    return f"{floor['mean']:.2e}{spread} ({plural(pairs, 'pair')})"
+    spread = f" ± {format(floor['std'], _spread_spec(spec))}" if floor.get("std") is not None else ""
+    return f"{format(floor['mean'], spec)}{spread} ({plural(pairs, 'pair')})"
+
+
+def _value_spec(metric: str) -> str:
+    """Number format of a metric: probabilities and accuracies fixed-point, the rest in scientific notation."""
+    return ".3f" if metric in ("mmd2_pvalue", "c2st") else ".2e"
+
+
+def _spread_spec(spec: str) -> str:
+    return ".1e" if "e" in spec else spec
 
 
 def plural(count: int, noun: str) -> str:
@@ -165,12 +174,13 @@ def target_table(
     if floors and floors.get("metrics"):
         table.append([f"*noise floor: pairs of independent target draw sets (n = {floors.get('n', '?')})*",
                       "", "", "", ""]
-                     + [floor_cell(floors["metrics"].get(m), floors.get("pairs", 1)) for m in metrics] + [""])
+                     + [floor_cell(floors["metrics"].get(m), floors.get("pairs", 1), _value_spec(m)) for m in metrics]
+                     + [""])
     return tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
 
 
 def _metric_cell(entry: Mapping[str, Any], metric: str, verdict: Mapping[str, Any] | None) -> str:
-    text = interval_cell(entry["metrics"].get(metric), ".3f" if metric in ("mmd2_pvalue", "c2st") else ".2e")
+    text = interval_cell(entry["metrics"].get(metric), _value_spec(metric))
     if verdict and entry["sampler"] in verdict.get("tied", {}):
         if verdict.get("best") == entry["sampler"]:
             text += " **best**"
@@ -252,17 +262,29 @@ def headline_verdicts(
 
 
 def significance_lines(
-    verdicts: Mapping[str, Mapping[str, Any]], info: Mapping[str, Mapping[str, str]], seeds: int
+    verdicts: Mapping[str, Mapping[str, Any]], info: Mapping[str, Mapping[str, str]], seeds: int,
+    floors: Mapping[str, Any] | None = None,
 ) -> list[str]:
-    """The lines under a table saying which test marked the ties, and what one seed cannot tell."""
+    """The lines under a table saying which test marked the ties, and what one seed cannot tell.
+
+    Args:
+        verdicts: Per headline metric, :func:`bench.results.compare_with_best`'s verdict.
+        info: ``metric_info`` of the results document.
+        seeds: Number of replicate seeds of the run.
+        floors: ``floors[target]`` of the results document, or ``None``.
+    """
     lines = []
     methods = {metric: verdict["method"] for metric, verdict in verdicts.items()}
     for method in dict.fromkeys(methods.values()):
         labels = " and ".join(info.get(m, {}).get("label", m) for m, text in methods.items() if text == method)
         lines.append(f"- \"≈ best\" ({labels}): {method}.")
-    if seeds == 1:
+    spread = any(floor.get("std") is not None for floor in ((floors or {}).get("metrics") or {}).values())
+    if seeds == 1 and spread:
         lines.append("- One seed: orderings within the noise floor's spread (its ± std over pairs of exact draw "
                      "sets) are not significant.")
+    elif seeds == 1:
+        lines.append("- One seed, and a floor from a single pair of exact draw sets: orderings of values closer "
+                     "than the floor are not significant.")
     return lines
 
 
@@ -309,7 +331,7 @@ def render(
         floors = results.get("floors", {}).get(target)
         verdicts = headline_verdicts(entries, info, floors)
         lines += [f"## {target}", "", target_table(entries, info, frontier, floors, verdicts), ""]
-        lines += [*significance_lines(verdicts, info, len(seeds)), ""]
+        lines += [*significance_lines(verdicts, info, len(seeds), floors), ""]
         notes = warning_notes(entries)
         if notes:
             lines += [*notes, ""]
