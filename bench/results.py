@@ -91,11 +91,12 @@ def summarize(
         targets: Target order of the run's configuration.
 
     Returns:
-        Entries ``{"sampler", "target", "seeds", "ok_seeds", "status", "errors", "nfe",
+        Entries ``{"sampler", "target", "seeds", "ok_seeds", "status", "errors", "nfe", "nfe_split",
         "warnings", "train_seconds", "metrics": {name: interval}, "latency_ms": interval}``
         where an interval is what :func:`interval` returns (``latency_ms`` over each
         replicate's median latency in ms); ``status`` is ``"ok"`` when every replicate is,
-        else the first failing replicate's status, and ``errors`` maps the seed (as a
+        else the first failing replicate's status; ``nfe`` and each part of ``nfe_split``
+        (``network``, ``oracle``) are means over the ok replicates; ``errors`` maps the seed (as a
         string) of each replicate that is not ok to its reason.
     """
     groups: dict[tuple[str, str], list[Row]] = {}
@@ -121,6 +122,8 @@ def _entry(sampler: str, target: str, replicates: list[Row]) -> dict[str, Any]:
     metric_names = dict.fromkeys(name for row in ok for name in (row.get("metrics") or {}))
     metrics = {name: over_ok(lambda row, name=name: (row.get("metrics") or {}).get(name)) for name in metric_names}
     nfe = [row["nfe"] for row in ok if _number(row.get("nfe"))]
+    splits = [row["nfe_split"] for row in ok if isinstance(row.get("nfe_split"), Mapping)]
+    parts = dict.fromkeys(part for split in splits for part in split)
     train = [t for t in map(_training_seconds, ok) if t is not None]
     return {
         "sampler": sampler,
@@ -130,6 +133,7 @@ def _entry(sampler: str, target: str, replicates: list[Row]) -> dict[str, Any]:
         "status": failing[0]["status"] if failing else "ok",
         "errors": {str(row.get("seed", 0)): row.get("error") for row in failing},
         "nfe": sum(nfe) / len(nfe) if nfe else None,
+        "nfe_split": {part: sum(split.get(part, 0.0) for split in splits) / len(splits) for part in parts} or None,
         "warnings": list(dict.fromkeys(w for row in ok for w in row.get("warnings") or [])),
         "train_seconds": sum(train) / len(train) if train else None,
         "metrics": {name: value for name, value in metrics.items() if value is not None},

@@ -21,7 +21,7 @@ def _row(sampler, seed, target="t", status="ok", **metrics):
     return {
         "sampler": sampler, "target": target, "seed": seed, "status": status,
         "error": None if status == "ok" else "RuntimeError: boom",
-        "nfe": 10.0, "warnings": [], "latency_ms": {"median": 1.0 + seed, "mean": 1.0 + seed, "std": 0.1},
+        "nfe": 10.0, "nfe_split": {"network": 8.0, "oracle": 2.0 + seed}, "warnings": [], "latency_ms": {"median": 1.0 + seed, "mean": 1.0 + seed, "std": 0.1},
         "fit": {"models": [{"train_seconds": 2.0}]}, "metrics": metrics if status == "ok" else {},
     }
 
@@ -41,6 +41,7 @@ def test_summary_is_a_function_of_the_rows_not_their_order():
     assert (first["metrics"]["mmd2"]["ci_low"], first["metrics"]["mmd2"]["ci_high"]) == pytest.approx((low, high))
     assert first["latency_ms"]["values"] == [1.0, 2.0, 3.0]
     assert first["train_seconds"] == 2.0 and first["nfe"] == 10.0
+    assert first["nfe_split"] == {"network": 8.0, "oracle": 3.0}
 
 
 def test_one_seed_has_no_interval_and_failed_replicates_are_named():

@@ -227,17 +227,6 @@ def _entry_order(entry: Mapping[str, Any]) -> tuple:
     return (1, (entry["metrics"].get("mmd2") or {}).get("mean", float("inf")), entry["sampler"])
 
 
-def _with_oracle_nfe(entries: list[dict[str, Any]], rows: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Entries with ``nfe_split``: the mean over their ok rows of the rows' network/oracle split."""
-    out = []
-    for entry in entries:
-        splits = [row["nfe_split"] for row in rows if row["sampler"] == entry["sampler"]
-                  and row["target"] == entry["target"] and row["status"] == "ok" and row.get("nfe_split")]
-        split = {key: sum(s.get(key, 0.0) for s in splits) / len(splits) for key in splits[0]} if splits else None
-        out.append({**entry, "nfe_split": split})
-    return out
-
-
 def headline_verdicts(
     entries: list[Mapping[str, Any]], info: Mapping[str, Mapping[str, str]], floors: Mapping[str, Any] | None
 ) -> dict[str, dict[str, Any]]:
@@ -327,7 +316,7 @@ def render(
     ]
     targets = list(dict.fromkeys(entry["target"] for entry in results["summary"]))
     for target in targets:
-        entries = _with_oracle_nfe([e for e in results["summary"] if e["target"] == target], results["rows"])
+        entries = [e for e in results["summary"] if e["target"] == target]
         floors = results.get("floors", {}).get(target)
         verdicts = headline_verdicts(entries, info, floors)
         lines += [f"## {target}", "", target_table(entries, info, frontier, floors, verdicts), ""]
