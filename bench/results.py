@@ -1,0 +1,269 @@
+"""The results document: rows per replicate seed, and the summary rebuilt from them.
+
+Schema ``pingsbench.results/2`` (``results.json``):
+
+* ``config.seeds`` – the replicate seeds; ``rows`` – one per (sampler, target,
+  seed), each with its ``seed``;
+* ``floors`` – per target, every metric between independent pairs of exact
+  target draw sets (mean, standard deviation, values);
+* ``summary`` – one entry per (sampler, target): each metric's and the
+  latency's mean over the replicates with a 95 % Student-t interval.  It is a
+  function of the rows alone (:func:`summarize`), rebuilt on every write and
+  by ``pingsbench report``, so rows may arrive in any order (a resumed or
+  distributed run needs nothing special).
+
+:func:`upgrade` reads version-1 documents (one seed, a per-row MMD² floor)
+into this shape; :func:`compare_with_best` says which rows of a target are
+statistically indistinguishable from its best one.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+from bench.contracts import REFERENCE_SAMPLER
+from bench.errors import UsageError
+from bench.stats import holm, paired_t_pvalue, t_interval
+
+RESULTS_SCHEMA = "pingsbench.results/2"
+#: Earlier schemas :func:`upgrade` still reads.
+LEGACY_SCHEMAS = ("pingsbench.results/1",)
+#: Coverage of every interval in the summary.
+CONFIDENCE = 0.95
+#: Family-wise significance level of the comparisons with the best row.
+ALPHA = 0.05
+#: With one seed, a row is tied with the best when their difference is within this many
+#: standard deviations of the metric between exact draw sets (the floor's spread).
+FLOOR_SPREADS = 2.0
+
+Row = Mapping[str, Any]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def interval(seeds: Sequence[int], values: Sequence[float]) -> dict[str, Any]:
+    """Mean and 95 % Student-t interval of one quantity over replicates.
+
+    Args:
+        seeds: The replicate seed of each value.
+        values: One finite value per replicate, ``K ≥ 1``.
+
+    Returns:
+        ``{"mean", "ci_low", "ci_high", "seeds", "values"}``; the bounds are ``None`` when ``K = 1``.
+    """
+    mean, low, high = t_interval(values, CONFIDENCE)
+    return {"mean": mean, "ci_low": low, "ci_high": high, "seeds": list(seeds), "values": list(values)}
+
+
+def _training_seconds(row: Row) -> Optional[float]:
+    models = (row.get("fit") or {}).get("models")
+    if models is None:
+        return None
+    return float(sum(model.get("train_seconds", 0.0) for model in models))
+
+
+def _ordered(names: Iterable[str], preferred: Optional[Sequence[str]]) -> list[str]:
+    """``names`` in the order of ``preferred`` (the run's configuration), the rest sorted after them."""
+    names = set(names)
+    first = [name for name in dict.fromkeys(preferred or ()) if name in names]
+    return first + sorted(names - set(first))
+
+
+def summarize(
+    rows: Iterable[Row], samplers: Optional[Sequence[str]] = None, targets: Optional[Sequence[str]] = None
+) -> list[dict[str, Any]]:
+    """One summary entry per (sampler, target), from the rows alone.
+
+    The result does not depend on the order of ``rows``: replicates are sorted
+    by seed and entries follow ``targets`` then ``samplers`` (names not listed
+    come after, sorted).  Only ``ok`` rows enter the statistics; a value that is
+    missing or not finite (``null`` in JSON) leaves its replicate out of that
+    metric, which is why each metric lists its own ``seeds``.
+
+    Args:
+        rows: Result rows, each with ``sampler``, ``target``, ``seed`` and ``status``
+            (and, when ok, ``metrics``, ``latency_ms``, ``nfe``).
+        samplers: Sampler order of the run's configuration.
+        targets: Target order of the run's configuration.
+
+    Returns:
+        Entries ``{"sampler", "target", "seeds", "ok_seeds", "status", "errors", "nfe",
+        "warnings", "train_seconds", "metrics": {name: interval}, "latency_ms": interval}``
+        where an interval is what :func:`interval` returns (``latency_ms`` over each
+        replicate's median latency in ms); ``status`` is ``"ok"`` when every replicate is,
+        else the first failing replicate's status, and ``errors`` maps the seed (as a
+        string) of each replicate that is not ok to its reason.
+    """
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((row["target"], row["sampler"]), []).append(row)
+    entries = []
+    for target in _ordered((t for t, _ in groups), targets):
+        for sampler in _ordered((s for t, s in groups if t == target), samplers):
+            replicates = sorted(groups[(target, sampler)], key=lambda row: row.get("seed", 0))
+            entries.append(_entry(sampler, target, replicates))
+    return entries
+
+
+def _entry(sampler: str, target: str, replicates: list[Row]) -> dict[str, Any]:
+    ok = [row for row in replicates if row["status"] == "ok"]
+    failing = [row for row in replicates if row["status"] != "ok"]
+
+    def over_ok(read) -> Optional[dict[str, Any]]:
+        pairs = [(row.get("seed", 0), read(row)) for row in ok]
+        pairs = [(seed, value) for seed, value in pairs if _number(value)]
+        return interval([s for s, _ in pairs], [float(v) for _, v in pairs]) if pairs else None
+
+    metric_names = dict.fromkeys(name for row in ok for name in (row.get("metrics") or {}))
+    metrics = {name: over_ok(lambda row, name=name: (row.get("metrics") or {}).get(name)) for name in metric_names}
+    nfe = [row["nfe"] for row in ok if _number(row.get("nfe"))]
+    train = [t for t in map(_training_seconds, ok) if t is not None]
+    return {
+        "sampler": sampler,
+        "target": target,
+        "seeds": [row.get("seed", 0) for row in replicates],
+        "ok_seeds": [row.get("seed", 0) for row in ok],
+        "status": failing[0]["status"] if failing else "ok",
+        "errors": {str(row.get("seed", 0)): row.get("error") for row in failing},
+        "nfe": sum(nfe) / len(nfe) if nfe else None,
+        "warnings": list(dict.fromkeys(w for row in ok for w in row.get("warnings") or [])),
+        "train_seconds": sum(train) / len(train) if train else None,
+        "metrics": {name: value for name, value in metrics.items() if value is not None},
+        "latency_ms": over_ok(lambda row: (row.get("latency_ms") or {}).get("median")),
+    }
+
+
+def upgrade(results: Mapping[str, Any]) -> dict[str, Any]:
+    """A results document of any readable schema as a version-2 document, summary rebuilt.
+
+    A version-1 document (one seed; each row's ``metrics["mmd2_floor"]`` from one
+    pair of draw sets) becomes: ``config.seeds = [config.seed]``, every row's
+    ``seed = config.seed``, ``config.independent_noise = True`` (version 1 drew
+    each pair's noise from its own stream), and per target a ``floors`` entry
+    holding that one MMD² floor value with ``std = None``; ``upgraded_from``
+    names the old schema.  The input is not modified.
+
+    Raises:
+        UsageError: The document's ``schema`` is neither version 2 nor a legacy one.
+    """
+    schema = results.get("schema")
+    if schema != RESULTS_SCHEMA and schema not in LEGACY_SCHEMAS:
+        raise UsageError(f"results schema {schema!r} is not readable; give a document of schema "
+                         f"{RESULTS_SCHEMA} or {', '.join(LEGACY_SCHEMAS)}")
+    document = copy.deepcopy(dict(results))
+    config = document.setdefault("config", {})
+    if schema in LEGACY_SCHEMAS:
+        seed = config.get("seed", 0)
+        config.setdefault("seeds", [seed])
+        config.setdefault("independent_noise", True)
+        floors: dict[str, Any] = {}
+        for row in document["rows"]:
+            row.setdefault("seed", seed)
+            value = (row.get("metrics") or {}).pop("mmd2_floor", None)
+            if _number(value) and row["target"] not in floors:
+                floors[row["target"]] = {
+                    "pairs": 1, "n": row.get("n"), "seed": seed,
+                    "metrics": {"mmd2": {"mean": value, "std": None, "values": [value]}},
+                }
+        document["floors"] = floors
+        document["upgraded_from"] = schema
+        document["schema"] = RESULTS_SCHEMA
+    document.setdefault("floors", {})
+    document["summary"] = summarize(document["rows"], config.get("samplers"), config.get("targets"))
+    return document
+
+
+def _mean(entry: Row, metric: str) -> Optional[float]:
+    value = (entry.get("metrics") or {}).get(metric)
+    return value["mean"] if value else None
+
+
+def compare_with_best(
+    entries: Iterable[Row],
+    metric: str,
+    better: str = "lower",
+    floor: Optional[Mapping[str, Any]] = None,
+    alpha: float = ALPHA,
+) -> dict[str, Any]:
+    """Which of one target's rows are statistically indistinguishable from its best row on ``metric``.
+
+    The best row has the best mean (``target-draws`` does not compete).  A row
+    sharing ≥ 2 replicate seeds with the best is compared by a paired t-test
+    over those seeds (:func:`bench.stats.paired_t_pvalue`; with common random
+    numbers replicate ``i`` of every row shares its reference set and noise),
+    Holm-corrected over all rows so compared (:func:`bench.stats.holm`); it is
+    tied when the adjusted p-value is ``≥ alpha``.  A row with fewer shared
+    seeds (a one-seed run) is tied when its difference from the best is within
+    :data:`FLOOR_SPREADS` standard deviations of the metric between exact draw
+    sets (``floor["std"]``), or, for MMD², when both rows pass the permutation
+    test against the target (``mmd2_pvalue ≥ alpha``): neither is then
+    distinguishable from exact draws.
+
+    Args:
+        entries: One target's :func:`summarize` entries (rows without the metric are ignored).
+        metric: Metric key, e.g. ``"mmd2"`` or ``"c2st"``.
+        better: ``"lower"`` or ``"higher"``.
+        floor: The target's floor of this metric, ``{"mean", "std", ...}``, or ``None``.
+        alpha: Family-wise significance level.
+
+    Returns:
+        ``{"best": name or None, "method": one line naming the test(s) used,
+        "tied": {name: bool}, "p": {name: Holm-adjusted p-value or None}}``;
+        the best row is tied with itself (``p`` ``None``).
+
+    Raises:
+        UsageError: ``better`` is not ``"lower"`` or ``"higher"``.
+    """
+    if better not in ("lower", "higher"):
+        raise UsageError(f"better = {better!r} is not a direction; use 'lower' or 'higher'")
+    sign = 1.0 if better == "lower" else -1.0
+    rows = {e["sampler"]: e for e in entries if e["sampler"] != REFERENCE_SAMPLER and _mean(e, metric) is not None}
+    if not rows:
+        return {"best": None, "method": "", "tied": {}, "p": {}}
+    best = min(rows, key=lambda name: sign * _mean(rows[name], metric))
+    best_values = dict(zip(rows[best]["metrics"][metric]["seeds"], rows[best]["metrics"][metric]["values"]))
+
+    paired, by_floor = {}, []
+    for name, entry in rows.items():
+        if name == best:
+            continue
+        values = dict(zip(entry["metrics"][metric]["seeds"], entry["metrics"][metric]["values"]))
+        common = sorted(set(values) & set(best_values))
+        if len(common) >= 2:
+            paired[name] = paired_t_pvalue([values[s] for s in common], [best_values[s] for s in common])
+        else:
+            by_floor.append(name)
+    adjusted = dict(zip(paired, holm(list(paired.values()))))
+    tied = {name: True if name == best else adjusted[name] >= alpha if name in adjusted else False for name in rows}
+
+    spread = (floor or {}).get("std")
+    best_p = _mean(rows[best], "mmd2_pvalue")
+    for name in by_floor:
+        difference = abs(_mean(rows[name], metric) - _mean(rows[best], metric))
+        within = difference <= FLOOR_SPREADS * spread if _number(spread) else difference == 0.0
+        row_p = _mean(rows[name], "mmd2_pvalue")
+        both_pass = metric == "mmd2" and _number(best_p) and _number(row_p) and min(best_p, row_p) >= alpha
+        tied[name] = bool(within or both_pass)
+
+    methods = []
+    if paired:
+        seeds = max(len(set(rows[name]["metrics"][metric]["seeds"]) & set(best_values)) for name in paired)
+        methods.append(f"paired t-test against the best row over ≤ {seeds} replicate seeds, "
+                       f"Holm-corrected over {len(paired)} rows, α = {alpha:g}")
+    if by_floor:
+        rule = (f"one seed: tied when within {FLOOR_SPREADS:g} standard deviations of the floor "
+                f"({floor.get('pairs', '?')} pairs of exact draw sets)" if _number(spread)
+                else "one seed and no floor spread: only identical values are tied")
+        if metric == "mmd2":
+            rule += f", or when both rows pass the MMD² permutation test (p ≥ {alpha:g})"
+        methods.append(rule)
+    return {
+        "best": best,
+        "method": "; ".join(methods),
+        "tied": {name: tied[name] for name in rows},
+        "p": {name: adjusted.get(name) for name in rows},
+    }
