@@ -80,7 +80,9 @@ def bad_plugin_registry(plugin_manager):
 
 
 def _config(samplers, n=1_500):
-    return RunConfig(samplers, ["gmm3d"], get_profile("smoke"), torch.device("cpu"), n=n, repeats=2, warmup=1)
+    # One thread: on a shared 2-core machine two OpenMP threads spin against each other (metrics ~30× slower).
+    return RunConfig(samplers, ["gmm3d"], get_profile("smoke"), torch.device("cpu"), n=n, repeats=2, warmup=1,
+                     threads=1, floor_pairs=2)
 
 
 def test_failing_pairs_become_failed_rows_and_the_rest_finish(bad_plugin_registry, tmp_path):
