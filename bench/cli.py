@@ -233,7 +233,8 @@ def cmd_dry_run(config: Any, registry: Registry, out: Path) -> int:
 
     plan = plan_run(config, registry)
     table = [
-        [pair["target"], pair["sampler"], pair["seed"], pair["status"] + (f": {pair['reason']}" if pair.get("reason") else ""),
+        [pair["target"], pair["sampler"], pair["seed"],
+         pair["status"] + (f": {pair['reason']}" if pair.get("reason") else ""),
          ", ".join(f"{model['kind']} ({MODEL_SOURCES[model['source']]})" for model in pair["models"]) or "—"]
         for pair in plan
     ]
@@ -243,7 +244,8 @@ def cmd_dry_run(config: Any, registry: Registry, out: Path) -> int:
     running = sum(pair["status"] == "run" for pair in plan)
     failing = sum(pair["status"] == "failed" for pair in plan)
     seeds = ", ".join(map(str, config.seeds))
-    print(f"dry run over {plural(len(config.seeds), 'seed')} ({seeds}): {plural(running, 'pair')} would run, {len(plan) - running - failing} skipped"
+    print(f"dry run over {plural(len(config.seeds), 'seed')} ({seeds}): {plural(running, 'pair')} would run, "
+          f"{len(plan) - running - failing} skipped"
           + (f", {failing} would fail" if failing else "") + f"; models: {unique['train']} to train, "
           f"{unique['disk']} to load from the cache, {sum(m['source'] == 'memory' for m in models)} reuses in memory; "
           f"nothing was trained or written (a run would write to {out}/)")

@@ -30,7 +30,8 @@ def plan_run(config: RunConfig, registry: Registry) -> list[dict[str, Any]]:
         registry: Where names are resolved (unknown names must be rejected before).
 
     Returns:
-        Dicts with ``sampler``, ``target``, ``seed`` (the replicate, whose models are its own), ``status`` (``"run"``; ``"skipped"`` when
+        Dicts with ``sampler``, ``target``, ``seed`` (the replicate, whose models are its own),
+        ``status`` (``"run"``; ``"skipped"`` when
         :meth:`~bench.contracts.Sampler.check` refuses the target; ``"failed"`` when the
         check or the fit raised otherwise, as the run's row would), ``reason`` (``None`` for ``"run"``)
         and ``models``: one ``{"id", "kind", "source"}`` per model the sampler uses, with

@@ -389,7 +389,7 @@ def run_pair(
     config: RunConfig,
     figure_samples: dict[str, np.ndarray],
 ) -> dict[str, Any]:
-    """Fit, sample, measure one sampler on one target in the replicate of ``data.seed``; never raises for the sampler's faults."""
+    """Fit, sample, measure one sampler on one target in replicate ``data.seed``; never raises for its faults."""
     row = new_row(sampler_name, target.name, data.seed, registry, config)
     sampler = registry.sampler(sampler_name)
     try:
