@@ -18,7 +18,7 @@ from bench.runner import PairSession, RunConfig, error_text
 
 
 def plan_run(config: RunConfig, registry: Registry) -> list[dict[str, Any]]:
-    """One entry per (target, sampler) pair, in the order a run visits them.
+    """One entry per (target, sampler, seed), in the order a run visits them (per target: seed, then sampler).
 
     Fits run through :meth:`bench.runner.PairSession.fit`, as in a run (same
     context, so the same cache keys), but against a plan-mode cache: no model
@@ -30,7 +30,8 @@ def plan_run(config: RunConfig, registry: Registry) -> list[dict[str, Any]]:
         registry: Where names are resolved (unknown names must be rejected before).
 
     Returns:
-        Dicts with ``sampler``, ``target``, ``status`` (``"run"``; ``"skipped"`` when
+        Dicts with ``sampler``, ``target``, ``seed`` (the replicate, whose models are its own),
+        ``status`` (``"run"``; ``"skipped"`` when
         :meth:`~bench.contracts.Sampler.check` refuses the target; ``"failed"`` when the
         check or the fit raised otherwise, as the run's row would), ``reason`` (``None`` for ``"run"``)
         and ``models``: one ``{"id", "kind", "source"}`` per model the sampler uses, with
@@ -40,17 +41,17 @@ def plan_run(config: RunConfig, registry: Registry) -> list[dict[str, Any]]:
     plan: list[dict[str, Any]] = []
     for target_name in config.targets:
         target = registry.target(target_name)
-        for sampler_name in config.samplers:
-            sampler = registry.sampler(sampler_name)
-            entry: dict[str, Any] = {
-                "sampler": sampler_name, "target": target_name, "status": "run", "reason": None, "models": [],
-            }
-            plan.append(entry)
-            try:
-                sampler.check(target)
-                entry["models"] = PairSession.fit(sampler, target, config, cache).ctx.models
-            except UnsupportedTarget as exc:
-                entry.update(status="skipped", reason=str(exc))
-            except Exception as exc:  # the run would record this pair as failed; the plan goes on
-                entry.update(status="failed", reason=error_text(exc))
+        for seed in config.seeds:
+            for sampler_name in config.samplers:
+                sampler = registry.sampler(sampler_name)
+                entry: dict[str, Any] = {"sampler": sampler_name, "target": target_name, "seed": seed,
+                                         "status": "run", "reason": None, "models": []}
+                plan.append(entry)
+                try:
+                    sampler.check(target)
+                    entry["models"] = PairSession.fit(sampler, target, config, cache, seed).ctx.models
+                except UnsupportedTarget as exc:
+                    entry.update(status="skipped", reason=str(exc))
+                except Exception as exc:  # the run would record this pair as failed; the plan goes on
+                    entry.update(status="failed", reason=error_text(exc))
     return plan

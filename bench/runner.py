@@ -7,14 +7,16 @@ the same device, dtype, n, generator discipline, warm-up, repeats and timer.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import os
 import time
 import traceback
 import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -25,16 +27,16 @@ from bench.contracts import FitContext, SampleFn, Sampler, Target, UnsupportedTa
 from bench.counting import CountedTarget, count_evaluations, nfe_record
 from bench.environment import environment
 from bench.errors import UsageError
-from bench.metrics import METRIC_SPECS, compute_metrics, mmd2
+from bench.metrics import METRIC_SPECS, compute_metrics
 from bench.profiles import Profile
 from bench.registry import Registry
+from bench.results import RESULTS_SCHEMA, summarize
 from bench.seeding import derive_seed
 from bench.timing import Timer
 from bench.validation import CONFIG_CHECKS, check_run_names
 
 log = logging.getLogger("pingsbench")
 
-RESULTS_SCHEMA = "pingsbench.results/1"
 #: Points per sampler kept for figures (``samples.npz``), enough for a readable scatter.
 FIGURE_POINTS = 2_000
 #: Values per sampler kept at most, so high-dimensional targets (whose figures draw
@@ -53,12 +55,25 @@ class RunConfig:
 
     Every field is checked on construction with the CLI's own checks
     (:data:`bench.validation.CONFIG_CHECKS`: ``n ≥ 2``, ``repeats ≥ 1``,
-    ``warmup ≥ 0``, a device this machine has, a floating dtype); ``device``
-    and ``profile`` may be given by name.  :meth:`validate` checks the names
-    against a registry.
+    ``warmup ≥ 0``, a device this machine has, a floating dtype, seeds,
+    ``threads ≥ 1``, ``floor_pairs ≥ 2``); ``device`` and ``profile`` may be
+    given by name.  :meth:`validate` checks the names against a registry.
+
+    Attributes:
+        seed: The base seed; with ``seeds`` given as a list it becomes ``seeds[0]``.
+        seeds: The replicate seeds, each a full repetition (own training, reference set and
+            noise): a list in the order to run, a count ``K`` (seeds ``seed … seed+K−1``), or
+            ``None`` for ``[seed]``.  Always a list after construction.
+        independent_noise: Give every (sampler, target) pair its own sampling, timing and
+            metric streams instead of common random numbers within a replicate.
+        threads: Torch intra-op threads for training and sampling alike; ``None`` takes
+            ``torch.get_num_threads()`` at construction (always an ``int`` after it).
+        floor_pairs: Pairs of exact target draw sets behind each metric's noise floor.
+        deterministic: Run with ``torch.use_deterministic_algorithms(True, warn_only=True)``.
 
     Raises:
-        UsageError: A field breaks its rule (one line: what was wrong; what is allowed).
+        UsageError: A field breaks its rule (one line: what was wrong; what is allowed), or
+            ``seed`` contradicts the first of an explicit ``seeds`` list.
     """
 
     samplers: list[str]
@@ -73,10 +88,25 @@ class RunConfig:
     compile: bool = False
     cache_dir: Path | None = None
     progress: bool = False
+    seeds: list[int] | int | None = None
+    independent_noise: bool = False
+    threads: int | None = None
+    floor_pairs: int = 5
+    deterministic: bool = True
 
     def __post_init__(self) -> None:
+        if self.seeds is None:
+            self.seeds = [self.seed]
+        if self.threads is None:
+            self.threads = torch.get_num_threads()
         for field, check in CONFIG_CHECKS.items():
             setattr(self, field, check(getattr(self, field), f"{field} ="))
+        if isinstance(self.seeds, int):
+            self.seeds = list(range(self.seed, self.seed + self.seeds))
+        elif self.seed not in (0, self.seeds[0]):  # 0 is the default: "not given"
+            raise UsageError(f"seed = {self.seed} contradicts seeds = {self.seeds}, whose first seed is the base "
+                             f"seed; give seed = {self.seeds[0]} or leave seed out")
+        self.seed = self.seeds[0]
 
     def validate(self, registry: Registry) -> None:
         """Check every sampler and target name against ``registry``, before any work.
@@ -97,12 +127,39 @@ class RunConfig:
             "device": str(self.device),
             "n": self.n,
             "seed": self.seed,
+            "seeds": self.seeds,
+            "independent_noise": self.independent_noise,
+            "threads": self.threads,
+            "deterministic": self.deterministic,
+            "floor_pairs": self.floor_pairs,
             "repeats": self.repeats,
             "warmup": self.warmup,
             "dtype": str(self.dtype).removeprefix("torch."),
             "optimizations": {"torch_compile": self.compile, "amp": False, "cuda_graphs": False},
             "cache_dir": str(self.cache_dir) if self.cache_dir else None,
         }
+
+
+@contextlib.contextmanager
+def run_settings(config: RunConfig) -> Iterator[None]:
+    """Apply the run's thread count and determinism to torch for the block; restore both afterwards.
+
+    On CUDA, cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG`` for deterministic results; it is set (if
+    unset) here, before the run's first CUDA work, and left set: cuBLAS reads it once per process.
+    """
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(config.threads)
+    if config.deterministic:
+        if config.device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
 class SampleError(ValueError):
@@ -134,19 +191,59 @@ def seeded_generator(device: torch.device, seed: int) -> torch.Generator:
 
 @dataclasses.dataclass
 class TargetData:
-    """Held-out reference draws of one target and its MMD² noise floor."""
+    """Held-out reference draws of one target for one replicate seed."""
 
     reference: Tensor
-    mmd2_floor: float
+    seed: int
 
 
-def prepare_target(target: Target, config: RunConfig) -> TargetData:
-    """Reference draws and a second independent set for the noise floor (CPU, from the run seed)."""
+def prepare_target(target: Target, config: RunConfig, seed: int | None = None) -> TargetData:
+    """The reference set of replicate ``seed`` (default ``config.seed``): ``n`` exact draws on the CPU.
+
+    Raises:
+        SampleError: The target's draws are not ``n`` finite points of its dimension.
+    """
+    seed = config.seed if seed is None else seed
+    generator = seeded_generator(torch.device("cpu"), derive_seed(seed, "reference", target.name))
+    return TargetData(check_samples(target.sample(config.n, generator), config.n, target.dim), seed)
+
+
+def noise_floor(target: Target, n: int, seed: int, pairs: int) -> dict[str, Any]:
+    """Every metric between independent pairs of exact target draw sets: what a perfect sampler scores.
+
+    Pair ``i`` compares ``n`` draws seeded ``derive_seed(seed, "floor", name, i)`` (in the
+    sampler's place) with ``n`` seeded ``derive_seed(seed, "floor-reference", name, i)``, by
+    :func:`~bench.metrics.compute_metrics` and the target's ``extra_metrics``.  No training.
+
+    Args:
+        target: The target.
+        n: Points per draw set, as in the run's rows.
+        seed: The run's base seed.
+        pairs: Number of pairs ``P ≥ 2``.
+
+    Returns:
+        ``{"pairs": P, "n": n, "seed": seed, "metrics": {name: {"mean", "std", "values"}}}``,
+        ``values`` the ``P`` per-pair values, ``std`` their sample standard deviation (ddof = 1).
+
+    Raises:
+        SampleError: The target's draws are not ``n`` finite points of its dimension.
+    """
     cpu = torch.device("cpu")
-    reference = target.sample(config.n, seeded_generator(cpu, derive_seed(config.seed, "reference", target.name)))
-    second = target.sample(config.n, seeded_generator(cpu, derive_seed(config.seed, "floor", target.name)))
-    reference = check_samples(reference, config.n, target.dim)
-    return TargetData(reference, mmd2(check_samples(second, config.n, target.dim), reference))
+    per_pair: list[dict[str, float]] = []
+    for i in range(pairs):
+        draws, reference = (
+            check_samples(target.sample(n, seeded_generator(cpu, derive_seed(seed, label, target.name, str(i)))),
+                          n, target.dim)
+            for label in ("floor", "floor-reference")
+        )
+        metrics = compute_metrics(draws, reference, seed=derive_seed(seed, "floor-metrics", target.name, str(i)))
+        metrics.update(target.extra_metrics(draws, reference))
+        per_pair.append(metrics)
+    summary = {}
+    for name in per_pair[0]:
+        values = np.array([metrics[name] for metrics in per_pair], dtype=np.float64)
+        summary[name] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)), "values": values.tolist()}
+    return {"pairs": pairs, "n": n, "seed": seed, "metrics": summary}
 
 
 def error_text(exc: BaseException) -> str:
@@ -188,16 +285,34 @@ class PairSession:
     fit_seconds: float
 
     @classmethod
-    def fit(cls, sampler: Sampler, target: Target, config: RunConfig, cache: ModelCache) -> "PairSession":
-        """Fit ``sampler`` on a counted view of ``target`` (the caller has run ``sampler.check``)."""
-        ctx = FitContext(config.device, config.dtype, config.seed, config.profile, cache, progress=config.progress)
+    def fit(
+        cls, sampler: Sampler, target: Target, config: RunConfig, cache: ModelCache, seed: int | None = None
+    ) -> "PairSession":
+        """Fit ``sampler`` on a counted view of ``target`` (the caller has run ``sampler.check``).
+
+        ``seed`` is the replicate seed (default ``config.seed``): the fit context's seed, so
+        each replicate trains (and caches) its own models, and the root of the sampling streams.
+        """
+        seed = config.seed if seed is None else seed
+        ctx = FitContext(config.device, config.dtype, seed, config.profile, cache, progress=config.progress)
         start = time.perf_counter()
         sample_fn = sampler.fit(CountedTarget(target), ctx)
         return cls(sampler, target, config, ctx, sample_fn, time.perf_counter() - start)
 
     def seed(self, purpose: str) -> int:
-        """The seed of one purpose (``sample``, ``timing``, ``metrics``) for this pair."""
-        return derive_seed(self.config.seed, purpose, self.sampler.name, self.target.name)
+        """The seed of one purpose (``sample``, ``timing``, ``metrics``) for this pair in its replicate.
+
+        Common random numbers: within a replicate every sampler samples and is timed from the
+        same streams (samplers that start from ``N(0, I)`` start from the same points) and its
+        metrics use the target's stream, so rows are paired.  ``config.independent_noise``
+        gives each pair its own streams instead.
+        """
+        replicate = self.ctx.seed
+        if self.config.independent_noise:
+            return derive_seed(replicate, purpose, self.sampler.name, self.target.name)
+        if purpose == "metrics":
+            return derive_seed(replicate, purpose, self.target.name)
+        return derive_seed(replicate, purpose)
 
     def sample_counted(self) -> tuple[Tensor, dict[str, Any]]:
         """Draw the fidelity sample while counting evaluations.
@@ -236,8 +351,7 @@ class PairSession:
         Raises:
             SampleError: If a metric is not finite.
         """
-        metrics = {"mmd2_floor": data.mmd2_floor}
-        metrics.update(compute_metrics(samples, data.reference, seed=self.seed("metrics")))
+        metrics = compute_metrics(samples, data.reference, seed=self.seed("metrics"))
         metrics.update(self.target.extra_metrics(samples, data.reference))
         bad_metrics = [k for k, v in metrics.items() if not np.isfinite(v)]
         if bad_metrics:
@@ -245,11 +359,12 @@ class PairSession:
         return metrics
 
 
-def new_row(sampler_name: str, target_name: str, registry: Registry, config: RunConfig) -> dict[str, Any]:
-    """A result row before anything is measured (``status`` ``"ok"`` until something fails)."""
+def new_row(sampler_name: str, target_name: str, seed: int, registry: Registry, config: RunConfig) -> dict[str, Any]:
+    """A result row of replicate ``seed`` before anything is measured (``status`` ``"ok"`` until something fails)."""
     return {
         "sampler": sampler_name,
         "target": target_name,
+        "seed": seed,
         "source": registry.sampler_source(sampler_name),
         "status": "ok",
         "error": None,
@@ -274,9 +389,8 @@ def run_pair(
     config: RunConfig,
     figure_samples: dict[str, np.ndarray],
 ) -> dict[str, Any]:
-    """Fit, sample, measure one sampler on one target; never raises for the sampler's faults."""
-    row = new_row(sampler_name, target.name, registry, config)
-    row["metrics"]["mmd2_floor"] = data.mmd2_floor
+    """Fit, sample, measure one sampler on one target in replicate ``data.seed``; never raises for its faults."""
+    row = new_row(sampler_name, target.name, data.seed, registry, config)
     sampler = registry.sampler(sampler_name)
     try:
         sampler.check(target)
@@ -286,7 +400,7 @@ def run_pair(
         return _failure(row, "failed", exc)
 
     try:
-        session = PairSession.fit(sampler, target, config, cache)
+        session = PairSession.fit(sampler, target, config, cache, data.seed)
         row["fit_seconds"] = session.fit_seconds
         row["fit"] = {"models": session.ctx.models, "artifacts": session.ctx.artifacts}
         samples, nfe_fields = session.sample_counted()
@@ -308,13 +422,7 @@ def metric_info(registry: Registry, target_names: list[str]) -> dict[str, dict[s
     specs = list(METRIC_SPECS)
     for name in target_names:
         specs.extend(registry.target(name).metric_specs)
-    info = {s.name: {"label": s.label, "better": s.better, "description": s.description} for s in specs}
-    info["mmd2_floor"] = {
-        "label": "MMD² floor",
-        "better": "lower",
-        "description": "MMD² between two independent sets of n exact target draws",
-    }
-    return info
+    return {s.name: {"label": s.label, "better": s.better, "description": s.description} for s in specs}
 
 
 def run(
@@ -323,58 +431,94 @@ def run(
     out_dir: Path | None = None,
     on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Run every selected sampler on every selected target.
+    """Run every selected sampler on every selected target, once per replicate seed.
+
+    Per target: its noise floor (:func:`noise_floor`, once, from the base seed); then per
+    replicate seed: a reference set from that seed, then every sampler, fitted with that seed
+    (its own cache entries) and sampled from the replicate's common random numbers
+    (:meth:`PairSession.seed`).  Everything runs under :func:`run_settings` (threads, determinism).
 
     Args:
         config: What to run.
         registry: Where names are resolved.
-        out_dir: If given, ``results.json`` and ``samples.npz`` are written there atomically
-            after every row, so an interrupted run keeps what it finished.
+        out_dir: If given, ``results.json`` and ``samples.npz`` (figure points of the first seed)
+            are written there atomically after every row, so an interrupted run keeps what it finished.
         on_row: Called with each finished row (progress display).
 
     Returns:
-        The results document (schema ``pingsbench.results/1``).
+        The results document (schema :data:`bench.results.RESULTS_SCHEMA`): ``schema``, ``created``,
+        ``environment``, ``config``, ``metric_info``, ``floors`` (per target), ``rows`` (one per
+        sampler, target and seed) and ``summary`` (:func:`bench.results.summarize` of the rows).
 
     Raises:
         UsageError: A name that is unknown, listed twice or not available in its family
             (see :meth:`RunConfig.validate`), before any work.
     """
     config.validate(registry)
-    results: dict[str, Any] = {
-        "schema": RESULTS_SCHEMA,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "environment": environment(config.device, config.dtype),
-        "config": config.to_json(),
-        "metric_info": metric_info(registry, config.targets),
-        "rows": [],
-    }
-    cache = ModelCache(config.cache_dir)
-    figure_samples: dict[str, np.ndarray] = {}
-    for target_name in config.targets:
-        target = registry.target(target_name)
-        try:
-            data = prepare_target(target, config)
-        except Exception as exc:  # a target that cannot draw its reference set fails its own rows, not the run
-            data, target_error = None, exc
-            log.warning("target %s cannot draw its reference set:\n%s", target_name, traceback.format_exc())
-        else:
-            figure_samples[f"{target_name}/reference"] = data.reference[: figure_points(target.dim)].numpy()
-        for sampler_name in config.samplers:
-            pair_samples: dict[str, np.ndarray] = {}
-            if data is None:
-                row = new_row(sampler_name, target_name, registry, config)
-                row.update(status="failed", error=f"target {target_name!r} cannot draw its reference set: "
-                                                  f"{error_text(target_error)}")
-            else:
-                row = run_pair(sampler_name, target, data, registry, cache, config, pair_samples)
-            figure_samples.update({f"{target_name}/{k}": v for k, v in pair_samples.items()})
-            results["rows"].append(row)
-            if out_dir is not None:
-                write_results(results, out_dir)
-                write_samples(figure_samples, out_dir)
-            if on_row is not None:
-                on_row(row)
+    with run_settings(config):
+        results: dict[str, Any] = {
+            "schema": RESULTS_SCHEMA,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "environment": environment(config.device, config.dtype),
+            "config": config.to_json(),
+            "metric_info": metric_info(registry, config.targets),
+            "floors": {},
+            "rows": [],
+            "summary": [],
+        }
+        cache = ModelCache(config.cache_dir)
+        figure_samples: dict[str, np.ndarray] = {}
+        for target_name in config.targets:
+            target = registry.target(target_name)
+            try:
+                results["floors"][target_name] = noise_floor(target, config.n, config.seed, config.floor_pairs)
+            except Exception:  # its reference sets will fail too, and say why in the rows
+                log.warning("target %s has no noise floor:\n%s", target_name, traceback.format_exc())
+            for seed in config.seeds:
+                _run_replicate(target, seed, config, registry, cache, results, figure_samples, out_dir, on_row)
+        results["summary"] = summarize(results["rows"], samplers=config.samplers, targets=config.targets)
     return results
+
+
+def _run_replicate(
+    target: Target,
+    seed: int,
+    config: RunConfig,
+    registry: Registry,
+    cache: ModelCache,
+    results: dict[str, Any],
+    figure_samples: dict[str, np.ndarray],
+    out_dir: Path | None,
+    on_row: Callable[[dict[str, Any]], None] | None,
+) -> None:
+    """Every sampler's row on ``target`` in replicate ``seed``, appended to ``results`` (written after each)."""
+    keep_figures = seed == config.seeds[0]
+    try:
+        data = prepare_target(target, config, seed)
+    except Exception as exc:  # a target that cannot draw its reference set fails its own rows, not the run
+        data, target_error = None, exc
+        log.warning("target %s cannot draw its reference set for seed %d:\n%s", target.name, seed,
+                    traceback.format_exc())
+    else:
+        if keep_figures:
+            figure_samples[f"{target.name}/reference"] = data.reference[: figure_points(target.dim)].numpy()
+    for sampler_name in config.samplers:
+        pair_samples: dict[str, np.ndarray] = {}
+        if data is None:
+            row = new_row(sampler_name, target.name, seed, registry, config)
+            row.update(status="failed", error=f"target {target.name!r} cannot draw its reference set: "
+                                              f"{error_text(target_error)}")
+        else:
+            row = run_pair(sampler_name, target, data, registry, cache, config, pair_samples)
+        if keep_figures:
+            figure_samples.update({f"{target.name}/{k}": v for k, v in pair_samples.items()})
+        results["rows"].append(row)
+        if out_dir is not None:
+            results["summary"] = summarize(results["rows"], samplers=config.samplers, targets=config.targets)
+            write_results(results, out_dir)
+            write_samples(figure_samples, out_dir)
+        if on_row is not None:
+            on_row(row)
 
 
 def json_safe(value: Any) -> Any:

@@ -119,7 +119,7 @@ def run_one(
 
     Returns:
         The result row: ``status``, ``error``, ``nfe``, ``metrics`` (``mmd2``,
-        ``mmd2_floor``, ``mmd2_pvalue``, ..., the target's own), ``fit``
+        ``mmd2_pvalue``, ``c2st``, ..., the target's own), ``fit``
         (``models``, ``artifacts``), ``latency_ms``, ...
 
     Raises:
@@ -130,6 +130,7 @@ def run_one(
     from bench.runner import RunConfig, run
 
     config = RunConfig(  # RunConfig and run() check every value and name, with pingsbench's own errors
+        floor_pairs=2,  # the fewest: the floor is not returned
         samplers=[sampler],
         targets=[target],
         profile=profile,

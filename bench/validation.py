@@ -15,6 +15,7 @@ takes the value and the label to name it by (``--n`` on the command line,
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, NoReturn, Sequence
@@ -65,6 +66,56 @@ def check_seed(value: Any, label: str) -> int:
     return value
 
 
+def check_seeds(value: Any, label: str) -> int | list[int]:
+    """The replicate seeds: a count ``K ≥ 1`` or an explicit list of distinct seeds ``≥ 0``.
+
+    On the command line ``--seeds 3`` is a count (seeds ``S, S+1, S+2`` with
+    ``S = --seed``) and ``--seeds 0,3,7`` a list (``--seeds 5,`` is the single seed 5).
+
+    Args:
+        value: The option's text, an ``int`` count or a sequence of ints.
+        label: How to name the value in a message (``--seeds``, ``seeds =``).
+
+    Returns:
+        The count as an ``int`` or the seeds as a ``list[int]`` in the order given
+        (:class:`bench.runner.RunConfig` expands a count from its ``seed``).
+
+    Raises:
+        UsageError: Not a count or a list of integers, a count below 1, an empty, negative
+            or repeated seed.
+    """
+    allowed = "give a count K ≥ 1 (seeds S…S+K−1, S = --seed) or distinct seeds ≥ 0 separated by commas (0,3,7)"
+    if isinstance(value, str):
+        text = value.strip()
+        if "," not in text:
+            try:
+                value = int(text)
+            except ValueError:
+                fail(f"{label} {value!r} is neither a count nor a list of seeds", allowed)
+        else:
+            items = [item.strip() for item in text.split(",")]
+            if items[-1] == "":  # "5," is the one seed 5
+                items.pop()
+            if not items or not all(re.fullmatch(r"[+-]?\d+", item) for item in items):
+                fail(f"{label} {value!r} is not a list of integer seeds", allowed)
+            value = [int(item) for item in items]
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            fail(f"{label} {value} is not a count of seeds", allowed)
+        return value
+    if not isinstance(value, (list, tuple)) or not value:
+        fail(f"{label} {value!r} is neither a count nor a list of seeds", allowed)
+    for seed in value:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            fail(f"{label} holds {seed!r}, which is not an integer seed", allowed)
+        if seed < 0:
+            fail(f"{label} holds the negative seed {seed}", allowed)
+    repeated = sorted({seed for seed in value if list(value).count(seed) > 1})
+    if repeated:
+        fail(f"{label} lists seed {repeated[0]} twice", allowed)
+    return list(value)
+
+
 def check_device(value: Any, label: str) -> torch.device:
     """The device named by ``value`` (``auto``, ``cpu``, ``cuda[:N]``, ``mps`` or a ``torch.device``).
 
@@ -104,7 +155,10 @@ OPTION_CHECKS: dict[str, Check] = {
     "repeats": at_least(1, "timed calls per pair"),
     "warmup": at_least(0, "untimed calls before timing"),
     "seed": check_seed,
+    "seeds": check_seeds,
     "device": check_device,
+    "threads": at_least(1, "torch threads for training and sampling"),
+    "floor_pairs": at_least(2, "pairs of exact target draw sets behind each metric's noise floor; a spread needs two"),
 }
 #: Checks of :class:`bench.runner.RunConfig` fields: the options' plus fields the CLI sets itself.
 CONFIG_CHECKS: dict[str, Check] = {**OPTION_CHECKS, "profile": check_profile, "dtype": check_dtype}
@@ -229,7 +283,7 @@ def check_cache_dir(value: str | None, no_cache: bool) -> Path | None:
     return Path(value) if value is not None else default_cache_dir()
 
 
-#: What ``pingsbench report`` reads from a results document (schema ``pingsbench.results/1``).
+#: What ``pingsbench report`` reads from a results document (any schema :func:`bench.results.upgrade` reads).
 RESULTS_OBJECTS = ("environment", "config", "metric_info")
 ROW_STRINGS = ("sampler", "target", "status")
 
@@ -241,18 +295,21 @@ def load_results(path: str | Path) -> tuple[dict[str, Any], Path]:
         path: ``results.json``, or the folder holding it.
 
     Returns:
-        The document and the folder its report goes into.
+        The document as a version-2 document (:func:`bench.results.upgrade`: a version-1
+        document gains ``seeds``, ``floors``; the summary is rebuilt from the rows), and the
+        folder its report goes into.
 
     Raises:
         UsageError: Missing, unreadable, not JSON (e.g. truncated), another schema,
             or lacking ``rows`` or another part the report needs.
     """
-    from bench.runner import RESULTS_SCHEMA
+    from bench.results import LEGACY_SCHEMAS, RESULTS_SCHEMA, upgrade
 
     path = Path(path)
     if path.is_dir():
         path = path / "results.json"
-    allowed = f"give a results.json written by pingsbench run (schema {RESULTS_SCHEMA})"
+    allowed = (f"give a results.json written by pingsbench run (schema {RESULTS_SCHEMA}, "
+               f"or {', '.join(LEGACY_SCHEMAS)} of earlier versions)")
     if not path.exists():
         fail(f"results file {path} does not exist", allowed)
     try:
@@ -262,7 +319,7 @@ def load_results(path: str | Path) -> tuple[dict[str, Any], Path]:
              allowed)
     except (OSError, UnicodeDecodeError) as exc:
         fail(f"cannot read {path} ({getattr(exc, 'strerror', None) or exc})", allowed)
-    if not isinstance(results, dict) or results.get("schema") != RESULTS_SCHEMA:
+    if not isinstance(results, dict) or results.get("schema") not in (RESULTS_SCHEMA, *LEGACY_SCHEMAS):
         found = f"schema {results.get('schema')!r}" if isinstance(results, dict) else f"a JSON {type(results).__name__}"
         fail(f"{path} is not a {RESULTS_SCHEMA} document (it holds {found})", allowed)
     if not isinstance(results.get("rows"), list):
@@ -276,4 +333,4 @@ def load_results(path: str | Path) -> tuple[dict[str, Any], Path]:
         if row["status"] == "ok" and not (isinstance(row.get("latency_ms"), dict) and "median" in row["latency_ms"]
                                           and isinstance(row.get("metrics"), dict)):
             fail(f"{path}: ok row {index} ({row['sampler']} on {row['target']}) lacks latency_ms or metrics", allowed)
-    return results, path.parent
+    return upgrade(results), path.parent

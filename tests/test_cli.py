@@ -63,7 +63,7 @@ def test_report_rejects_foreign_json(tmp_path, capsys):
     path = tmp_path / "results.json"
     path.write_text(json.dumps({"schema": "something-else"}))
     assert main(["report", str(path)]) == 2
-    assert "not a pingsbench.results/1 document" in capsys.readouterr().err
+    assert "not a pingsbench.results/2 document" in capsys.readouterr().err
 
 
 def test_validate_without_validation_lists_targets_that_have_one(tmp_path, capsys):
@@ -124,7 +124,7 @@ CLI_ROWS = {
     "cache-dir empty": (["run", "--cache-dir", ""], 2, "--cache-dir is empty"),
     "not an int": (["run", "--n", "ten"], 2, "argument --n: invalid int value: 'ten'"),
     "report truncated": (["report", "{truncated}"], 2, "is not valid JSON, perhaps truncated"),
-    "report []": (["report", "{empty_list}"], 2, "is not a pingsbench.results/1 document (it holds a JSON list)"),
+    "report []": (["report", "{empty_list}"], 2, "is not a pingsbench.results/2 document (it holds a JSON list)"),
     "report without rows": (["report", "{no_rows}"], 2, "has no 'rows' list"),
     "report missing": (["report", "{out}/results.json"], 2, "does not exist"),
     "default output folder": (["run", "--samplers", "target-draws", "--out", None], 0, "runs/"),

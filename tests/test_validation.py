@@ -155,7 +155,7 @@ def _results(**changes):
 
 
 @pytest.mark.parametrize("document, phrase", [
-    (_results(schema="pingsbench.results/0"), "not a pingsbench.results/1 document (it holds schema"),
+    (_results(schema="pingsbench.results/0"), "not a pingsbench.results/2 document (it holds schema"),
     ({"schema": "pingsbench.results/1", "rows": {}}, "has no 'rows' list"),
     (_results(config=None), "has no 'config' object"),
     (_results(rows=[{"sampler": "x", "target": "gmm3d"}]), "row 0 lacks one of sampler, target, status"),

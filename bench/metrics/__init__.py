@@ -2,8 +2,8 @@
 
 :func:`compute_metrics` is what the runner calls; :data:`METRIC_SPECS` says
 how to read each value.  The building blocks are exported for reuse (the
-runner's noise floor ``mmd2_floor`` is :func:`mmd2` between two independent
-sets of target draws).
+runner's noise floor, :func:`bench.runner.noise_floor`, is every metric between
+independent pairs of exact target draw sets).
 """
 
 from __future__ import annotations
