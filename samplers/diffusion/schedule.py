@@ -135,7 +135,7 @@ def timesteps(
     """Decreasing solver nodes ``t_0 = t_start > … > t_N = t_end``, shape ``(n_steps + 1,)``, float64.
 
     Args:
-        schedule: The noise schedule (``λ`` and its inverse for ``logSNR`` spacing).
+        schedule: The noise schedule (``λ`` and its inverse for ``logSNR`` and ``karras`` spacings).
         n_steps: Number of solver steps ``N``.
         spacing: ``"logSNR"`` (uniform in ``λ``, DPM-Solver's choice for low-dimensional data),
             ``"time_uniform"`` (uniform in ``t``, DDIM's), ``"time_quadratic"`` (uniform in ``√t``) or
