@@ -93,6 +93,6 @@ def test_timesteps_are_uniform_in_their_variable(schedule, spacing, transform):
 
 def test_timesteps_reject_bad_arguments(schedule):
     with pytest.raises(ValueError, match="spacing"):
-        timesteps(schedule, 10, "karras")
+        timesteps(schedule, 10, "cosine")
     with pytest.raises(ValueError, match="step"):
         timesteps(schedule, 0)

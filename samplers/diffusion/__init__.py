@@ -8,7 +8,7 @@
 """
 
 from .model import EpsNet, ExactEps
-from .sample import ddim, dpm_solver_2, dpm_solver_heun, dpm_solver_pp_2m
+from .sample import ddim, dpm_solver_2, dpm_solver_heun, dpm_solver_pp_2m, dpm_solver_pp_3m, edm_heun, ipndm, unipc
 from .schedule import DiscreteVPSchedule, timesteps
 from .train import get_epsnet
 
@@ -20,6 +20,10 @@ __all__ = [
     "dpm_solver_2",
     "dpm_solver_heun",
     "dpm_solver_pp_2m",
+    "dpm_solver_pp_3m",
+    "edm_heun",
+    "ipndm",
+    "unipc",
     "get_epsnet",
     "timesteps",
 ]

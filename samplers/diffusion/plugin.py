@@ -1,4 +1,5 @@
-"""Sampler families ``ddim-<steps>``, ``dpm-solver-heun-<steps>``, ``dpm-solver-2-<nfe>``, ``dpm-solver++-2m-<nfe>``.
+"""Sampler families ``ddim-<steps>``, ``dpm-solver-heun-<steps>``, ``dpm-solver-2-<nfe>``, ``dpm-solver++-2m-<nfe>``,
+``dpm-solver++-3m-<nfe>``, ``unipc-<nfe>``, ``ipndm-<nfe>`` and ``edm-heun-<nfe>``.
 
 Each name takes an optional suffix choosing the ε-predictor: none for the
 trained tanh ε-net (PINGS §5.4.1), ``@silu`` for the same net with SiLU, and
@@ -25,7 +26,17 @@ from bench import hookimpl
 from bench.contracts import FitContext, SampleFn, Sampler, SamplerFamily, Target, UnsupportedTarget
 
 from .model import ExactEps
-from .sample import Solver, ddim, dpm_solver_2, dpm_solver_heun, dpm_solver_pp_2m
+from .sample import (
+    Solver,
+    ddim,
+    dpm_solver_2,
+    dpm_solver_heun,
+    dpm_solver_pp_2m,
+    dpm_solver_pp_3m,
+    edm_heun,
+    ipndm,
+    unipc,
+)
 from .schedule import timesteps
 from .train import get_epsnet
 
@@ -74,6 +85,40 @@ class SolverSpec:
             )
         return number // self.calls_per_step if self.counts_nfe else number
 
+    def plan(self, number: int) -> tuple[Solver, int, int]:
+        """``(solver, steps, NFE)`` for the number in a name.
+
+        Raises:
+            ValueError: As :meth:`steps`.
+        """
+        steps = self.steps(number)
+        return self.solver, steps, steps * self.calls_per_step
+
+
+@dataclasses.dataclass(frozen=True)
+class EDMHeunSpec(SolverSpec):
+    """EDM's Heun sampler, whose number is any NFE ≥ 2.
+
+    An odd NFE ``2S - 1`` is Karras et al.'s Alg. 1 with ``S`` steps (:func:`~.sample.edm_heun`):
+    ``S`` Karras levels from ``t = 1`` to ``t = 1/T``, ``S - 1`` Heun steps between them and a last
+    Euler step to σ = 0.  An even NFE ``2S`` is ``S`` Heun steps between ``S + 1`` Karras levels,
+    stopping at ``t = 1/T`` like the other solvers (:func:`~.sample.dpm_solver_heun` on Karras nodes).
+    """
+
+    def steps(self, number: int) -> int:
+        """Heun steps for an NFE: ``(NFE - 1)//2`` when odd, ``NFE/2`` when even.
+
+        Raises:
+            ValueError: NFE < 2.
+        """
+        if number < 2:
+            raise ValueError(f"{self.prefix}-<nfe> takes nfe ≥ 2, got {number}")
+        return number // 2
+
+    def plan(self, number: int) -> tuple[Solver, int, int]:
+        steps = self.steps(number)
+        return (edm_heun if number % 2 else dpm_solver_heun), steps, number
+
 
 SPECS = (
     SolverSpec("ddim", ddim, 1, False, "time_uniform",
@@ -89,6 +134,25 @@ SPECS = (
     SolverSpec("dpm-solver++-2m", dpm_solver_pp_2m, 1, True, "logSNR",
                "multistep DPM-Solver++(2M), data prediction, nodes uniform in log-SNR; the number is the NFE",
                defaults=(20,), sweep=(5, 10, 20, 50)),
+    SolverSpec("dpm-solver++-3m", dpm_solver_pp_3m, 1, True, "logSNR",
+               "multistep DPM-Solver++(3M), data prediction, nodes uniform in log-SNR; the number is the NFE",
+               defaults=(), sweep=(3, 4, 5, 6, 8, 10, 15, 20)),
+    SolverSpec("unipc", unipc, 1, True, "logSNR",
+               "UniPC-bh2: 2nd-order predictor and corrector (3rd order), data prediction, nodes uniform in "
+               "log-SNR; the number is the NFE",
+               defaults=(), sweep=(3, 4, 5, 6, 8, 10, 15, 20)),
+    SolverSpec("ipndm", ipndm, 1, True, "karras",
+               "iPNDM: Adams–Bashforth up to 4th order with lower-order warm start, EDM's Karras nodes (ρ = 7); "
+               "the number is the NFE",
+               defaults=(), sweep=(3, 4, 5, 6, 8, 10, 15, 20)),
+)
+
+#: EDM's Heun sampler; kept apart from :data:`SPECS`, whose NFE must be a multiple of the calls per step.
+EDM_HEUN = EDMHeunSpec(
+    "edm-heun", edm_heun, 2, True, "karras",
+    "EDM's Heun sampler on Karras noise levels (ρ = 7); the number is the NFE: odd = 2·steps - 1 "
+    "(Karras et al. Alg. 1, last step Euler to σ = 0), even = 2·steps (Heun steps only, ends at t = 1/T)",
+    defaults=(), sweep=(3, 4, 5, 6, 8, 10, 15, 20),
 )
 
 
@@ -100,13 +164,20 @@ class DiffusionSampler(Sampler):
         spec: The solver.
         n_steps: Number of solver steps.
         variant: Key of :data:`VARIANTS`.
+        solver: The solver function (default ``spec.solver``).
+        nfe: Network calls per sample (default ``n_steps × spec.calls_per_step``).
     """
 
-    def __init__(self, name: str, spec: SolverSpec, n_steps: int, variant: str) -> None:
+    def __init__(
+        self, name: str, spec: SolverSpec, n_steps: int, variant: str, solver: Solver | None = None,
+        nfe: int | None = None,
+    ) -> None:
         self.name = name
         self.spec = spec
         self.n_steps = n_steps
         self.variant = variant
+        self.solver = solver or spec.solver
+        self.nfe = n_steps * spec.calls_per_step if nfe is None else nfe
         self.description = f"{spec.description}; {n_steps} steps on ε = {VARIANTS[variant]}"
 
     def check(self, target: Target) -> None:
@@ -114,7 +185,7 @@ class DiffusionSampler(Sampler):
             raise UnsupportedTarget(f"{self.name} needs the closed-form noised score, which {target.name} lacks")
 
     def expected_nfe(self, target: Target) -> float:
-        return float(self.n_steps * self.spec.calls_per_step)
+        return float(self.nfe)
 
     def fit(self, target: Target, ctx: FitContext) -> SampleFn:
         if self.variant == "exact":
@@ -126,7 +197,7 @@ class DiffusionSampler(Sampler):
             {"eps": VARIANTS[self.variant], "solver": self.spec.prefix, "steps": self.n_steps,
              "spacing": self.spec.spacing}
         )
-        solver = self.spec.solver
+        solver = self.solver
 
         @torch.no_grad()
         def sample(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -149,11 +220,11 @@ class DiffusionSolverFamily(SamplerFamily):
         self.sweep = tuple(f"{spec.prefix}-{k}{s}" for s in ("", "@exact") for k in spec.sweep)
 
     def build(self, name: str, match: re.Match[str]) -> Sampler:
-        steps = self.spec.steps(int(match["number"]))
-        return DiffusionSampler(name, self.spec, steps, match["variant"] or "")
+        solver, steps, nfe = self.spec.plan(int(match["number"]))
+        return DiffusionSampler(name, self.spec, steps, match["variant"] or "", solver, nfe)
 
 
 @hookimpl
 def register_samplers(register):
-    for spec in SPECS:
+    for spec in (*SPECS, EDM_HEUN):
         register(DiffusionSolverFamily(spec))

@@ -17,7 +17,10 @@ import math
 import torch
 from torch import Tensor
 
-SPACINGS = ("logSNR", "time_uniform", "time_quadratic")
+SPACINGS = ("logSNR", "time_uniform", "time_quadratic", "karras")
+
+#: Karras et al. (2022) ρ: their nodes are uniform in ``(σ/α)^{1/ρ}``.
+KARRAS_RHO = 7.0
 
 
 class DiscreteVPSchedule:
@@ -132,10 +135,12 @@ def timesteps(
     """Decreasing solver nodes ``t_0 = t_start > … > t_N = t_end``, shape ``(n_steps + 1,)``, float64.
 
     Args:
-        schedule: The noise schedule (``λ`` and its inverse for ``logSNR`` spacing).
+        schedule: The noise schedule (``λ`` and its inverse for ``logSNR`` and ``karras`` spacings).
         n_steps: Number of solver steps ``N``.
         spacing: ``"logSNR"`` (uniform in ``λ``, DPM-Solver's choice for low-dimensional data),
-            ``"time_uniform"`` (uniform in ``t``, DDIM's) or ``"time_quadratic"`` (uniform in ``√t``).
+            ``"time_uniform"`` (uniform in ``t``, DDIM's), ``"time_quadratic"`` (uniform in ``√t``) or
+            ``"karras"`` (EDM's noise levels: uniform in ``(σ/α)^{1/ρ}`` with ρ = 7, Karras et al. 2022, eq. 5;
+            ``σ/α = e^{-λ}`` is EDM's σ).
         t_start: Prior-end time, at most ``schedule.t_max``.
         t_end: Data-end time; defaults to ``schedule.t_min = 1/T``, the smallest allowed.
 
@@ -156,6 +161,10 @@ def timesteps(
         ts = torch.linspace(t_start, t_end, n_steps + 1, **kw)
     elif spacing == "time_quadratic":
         ts = torch.linspace(math.sqrt(t_start), math.sqrt(t_end), n_steps + 1, **kw).square()
+    elif spacing == "karras":
+        ends = (-schedule.lambda_(torch.tensor([t_start, t_end], **kw)) / KARRAS_RHO).exp()  # (σ/α)^{1/ρ}
+        levels = torch.linspace(float(ends[0]), float(ends[1]), n_steps + 1, **kw)
+        ts = schedule.t_from_lambda(-KARRAS_RHO * levels.log())
     else:
         raise ValueError(f"unknown spacing {spacing!r}; choose one of {SPACINGS}")
     # Pin the ends exactly (the λ round trip is only exact to round-off).
