@@ -59,6 +59,24 @@ def test_smoke_run_writes_results_leaderboard_and_figure(tmp_path, capsys):
     assert (out / "leaderboard.md").read_text() == board
 
 
+def test_two_seed_smoke_run_renders_the_summary_with_intervals_and_ties(tmp_path, capsys):
+    args = ["run", "--samplers", "target-draws,ddim-5@exact,ddim-40@exact", "--targets", "gmm3d",
+            "--profile", "smoke", "--n", "300", "--seeds", "2", "--floor-pairs", "2", "--threads", "1",
+            "--repeats", "2", "--warmup", "0", "--no-progress", "--no-cache", "--out", str(tmp_path)]
+    assert main(args) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["schema"] == "pingsbench.results/2" and results["config"]["seeds"] == [0, 1]
+    assert sorted((row["sampler"], row["seed"]) for row in results["rows"]) == sorted(
+        (name, seed) for name in ("target-draws", "ddim-5@exact", "ddim-40@exact") for seed in (0, 1))
+    entry = next(e for e in results["summary"] if e["sampler"] == "ddim-5@exact")
+    assert entry["metrics"]["mmd2"]["ci_low"] < entry["metrics"]["mmd2"]["mean"] < entry["metrics"]["mmd2"]["ci_high"]
+    board = (tmp_path / "leaderboard.md").read_text()
+    row = next(line for line in board.splitlines() if line.startswith("| ddim-5@exact"))
+    assert row.count(" ± ") >= 3  # latency, MMD², C2ST, ...: mean ± half-width
+    assert "**best**" in board and "paired t-test against the best row over ≤ 2 replicate seeds" in board
+    assert "2 seeds (0, 1), threads 1" in board
+
+
 def test_report_rejects_foreign_json(tmp_path, capsys):
     path = tmp_path / "results.json"
     path.write_text(json.dumps({"schema": "something-else"}))

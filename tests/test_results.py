@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,14 +12,13 @@ from bench.errors import UsageError
 from bench.results import FLOOR_SPREADS, RESULTS_SCHEMA, compare_with_best, summarize, upgrade
 from bench.stats import paired_t_pvalue, t_interval
 
-REPORTS = Path(__file__).resolve().parents[1] / "reports"
-
 
 def _row(sampler, seed, target="t", status="ok", **metrics):
     return {
         "sampler": sampler, "target": target, "seed": seed, "status": status,
         "error": None if status == "ok" else "RuntimeError: boom",
-        "nfe": 10.0, "nfe_split": {"network": 8.0, "oracle": 2.0 + seed}, "warnings": [], "latency_ms": {"median": 1.0 + seed, "mean": 1.0 + seed, "std": 0.1},
+        "nfe": 10.0, "nfe_split": {"network": 8.0, "oracle": 2.0 + seed}, "warnings": [],
+        "latency_ms": {"median": 1.0 + seed, "mean": 1.0 + seed, "std": 0.1},
         "fit": {"models": [{"train_seconds": 2.0}]}, "metrics": metrics if status == "ok" else {},
     }
 
@@ -127,20 +124,35 @@ def test_target_draws_never_competes_for_best():
     assert comparison["best"] == "a" and REFERENCE_SAMPLER not in comparison["tied"]
 
 
+def _version_1_document():
+    """A version-1 document as the suite wrote it before schema 2: one seed, a per-row MMD² floor."""
+    rows = []
+    for target, floor in (("gmm3d", -1.9e-4), ("dho", -3.3e-4)):
+        for name, mmd2 in ((REFERENCE_SAMPLER, -1.8e-4), ("ddim-50@exact", 6.8e-4), ("pings", 0.16)):
+            row = _row(name, 0, target, mmd2=mmd2, mmd2_floor=floor)
+            del row["seed"]
+            rows.append(row)
+    rows.append({**_row("broken", 0, "dho", status="failed"), "metrics": {}})
+    del rows[-1]["seed"]
+    config = {"seed": 7, "samplers": [REFERENCE_SAMPLER, "ddim-50@exact", "pings", "broken"],
+              "targets": ["gmm3d", "dho"]}
+    return {"schema": "pingsbench.results/1", "config": config, "rows": rows}
+
+
 def test_a_version_1_document_upgrades_with_its_single_seed_and_floor():
-    v1 = json.loads((REPORTS / "results.json").read_text())
-    if v1["schema"] != "pingsbench.results/1":
-        pytest.skip("the committed report is no longer version 1")
+    v1 = _version_1_document()
     v2 = upgrade(v1)
-    assert v1["schema"] == "pingsbench.results/1" and "summary" not in v1  # input untouched
+    assert v1["schema"] == "pingsbench.results/1" and "summary" not in v1 and "seed" not in v1["rows"][0]
     assert v2["schema"] == RESULTS_SCHEMA and v2["upgraded_from"] == "pingsbench.results/1"
-    assert v2["config"]["seeds"] == [v1["config"]["seed"]]
-    assert {row["seed"] for row in v2["rows"]} == {v1["config"]["seed"]}
-    for target, floor in v2["floors"].items():
-        first = next(r for r in v1["rows"] if r["target"] == target and "mmd2_floor" in r.get("metrics", {}))
-        assert floor["metrics"]["mmd2"]["mean"] == first["metrics"]["mmd2_floor"] and floor["pairs"] == 1
+    assert v2["config"]["seeds"] == [7] and v2["config"]["independent_noise"] is True
+    assert {row["seed"] for row in v2["rows"]} == {7}
+    assert v2["floors"]["gmm3d"]["metrics"]["mmd2"] == {"mean": -1.9e-4, "std": None, "values": [-1.9e-4]}
+    assert v2["floors"]["dho"]["pairs"] == 1 and v2["floors"]["dho"]["metrics"]["mmd2"]["mean"] == -3.3e-4
+    assert [(e["target"], e["sampler"]) for e in v2["summary"]][:2] == [("gmm3d", REFERENCE_SAMPLER),
+                                                                        ("gmm3d", "ddim-50@exact")]
     assert len(v2["summary"]) == len(v1["rows"])
     assert all("mmd2_floor" not in e["metrics"] for e in v2["summary"])
+    assert next(e for e in v2["summary"] if e["sampler"] == "broken")["errors"] == {"7": "RuntimeError: boom"}
 
 
 def test_a_version_2_document_gets_its_summary_rebuilt_and_other_schemas_are_refused():
