@@ -163,6 +163,8 @@ class ModelCache:
             "config": dict(config),
             "device_type": ctx.device.type,
             "dtype": str(ctx.dtype),
+            # Float sums, hence trained weights, depend on the intra-op thread count (the run's --threads).
+            "threads": torch.get_num_threads(),
             "pingsbench": __version__,
         }
 

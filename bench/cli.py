@@ -215,7 +215,7 @@ def execute(config: Any, registry: Registry, out: Path) -> int:
         pairs.write(f"{row['target']:>8} seed {row['seed']:<4} {row['sampler']:<28} {row['status']}"
                     + (f"  ({row['error']})" if row["error"] else ""))
 
-    print(f"writing to {out}/ after every pair")
+    print(f"writing to {out}/ after every row")
     results = run(config, registry, out_dir=out, on_row=on_row)
     pairs.close()
     write_report(results, out, registry)

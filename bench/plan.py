@@ -14,7 +14,7 @@ from typing import Any
 from bench.cache import ModelCache
 from bench.contracts import UnsupportedTarget
 from bench.registry import Registry
-from bench.runner import PairSession, RunConfig, error_text
+from bench.runner import PairSession, RunConfig, error_text, run_settings
 
 
 def plan_run(config: RunConfig, registry: Registry) -> list[dict[str, Any]]:
@@ -38,6 +38,11 @@ def plan_run(config: RunConfig, registry: Registry) -> list[dict[str, Any]]:
         ``source`` ``"memory"``, ``"disk"`` or ``"train"``.
     """
     cache = ModelCache(config.cache_dir, plan_only=True)
+    with run_settings(config):  # the run's thread count is part of every cache key
+        return _plan_pairs(config, registry, cache)
+
+
+def _plan_pairs(config: RunConfig, registry: Registry, cache: ModelCache) -> list[dict[str, Any]]:
     plan: list[dict[str, Any]] = []
     for target_name in config.targets:
         target = registry.target(target_name)

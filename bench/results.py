@@ -34,6 +34,10 @@ LEGACY_SCHEMAS = ("pingsbench.results/1",)
 CONFIDENCE = 0.95
 #: Family-wise significance level of the comparisons with the best row.
 ALPHA = 0.05
+#: Metrics whose ideal value is a chance level, not an end of the scale: C2ST accuracy is 0.5 for a
+#: perfect sampler, and an accuracy below 0.5 is noise, not better-than-perfect.  Rows are compared by
+#: their distance to it.
+CHANCE_LEVELS = {"c2st": 0.5}
 #: With one seed, a row is tied with the best when their difference is within this many
 #: standard deviations of the metric between exact draw sets (the floor's spread).
 FLOOR_SPREADS = 2.0
@@ -98,9 +102,21 @@ def summarize(
         else the first failing replicate's status; ``nfe`` and each part of ``nfe_split``
         (``network``, ``oracle``) are means over the ok replicates; ``errors`` maps the seed (as a
         string) of each replicate that is not ok to its reason.
+
+    Raises:
+        UsageError: A row's seed is not an integer, or two rows share sampler, target and seed.
     """
     groups: dict[tuple[str, str], list[Row]] = {}
+    seen: set[tuple[str, str, Any]] = set()
     for row in rows:
+        seed = row.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise UsageError(f"the row of {row['sampler']} on {row['target']} has seed {seed!r}; "
+                             f"every row needs an integer seed")
+        if (row["target"], row["sampler"], seed) in seen:
+            raise UsageError(f"the results hold two rows of {row['sampler']} on {row['target']} with seed {seed}; "
+                             f"keep one row per sampler, target and seed")
+        seen.add((row["target"], row["sampler"], seed))
         groups.setdefault((row["target"], row["sampler"]), []).append(row)
     entries = []
     for target in _ordered((t for t, _ in groups), targets):
@@ -181,9 +197,17 @@ def upgrade(results: Mapping[str, Any]) -> dict[str, Any]:
     return document
 
 
-def _mean(entry: Row, metric: str) -> Optional[float]:
+def _mean(entry: Row, metric: str, chance: Optional[float] = None) -> Optional[float]:
     value = (entry.get("metrics") or {}).get(metric)
-    return value["mean"] if value else None
+    if not value:
+        return None
+    return value["mean"] if chance is None else sum(abs(v - chance) for v in value["values"]) / len(value["values"])
+
+
+def _by_seed(entry: Row, metric: str, chance: Optional[float]) -> dict[int, float]:
+    """Seed → value of ``metric`` (its distance to ``chance`` when given)."""
+    values = entry["metrics"][metric]
+    return {seed: v if chance is None else abs(v - chance) for seed, v in zip(values["seeds"], values["values"])}
 
 
 def compare_with_best(
@@ -192,6 +216,7 @@ def compare_with_best(
     better: str = "lower",
     floor: Optional[Mapping[str, Any]] = None,
     alpha: float = ALPHA,
+    chance: Optional[float] = None,
 ) -> dict[str, Any]:
     """Which of one target's rows are statistically indistinguishable from its best row on ``metric``.
 
@@ -205,7 +230,9 @@ def compare_with_best(
     :data:`FLOOR_SPREADS` standard deviations of the metric between exact draw
     sets (``floor["std"]``), or, for MMD², when both rows pass the permutation
     test against the target (``mmd2_pvalue ≥ alpha``): neither is then
-    distinguishable from exact draws.
+    distinguishable from exact draws.  With ``chance`` (C2ST's 0.5, see
+    :data:`CHANCE_LEVELS`) every value is replaced by its distance to it, per seed,
+    before anything is compared, so the best row is the one closest to chance.
 
     Args:
         entries: One target's :func:`summarize` entries (rows without the metric are ignored).
@@ -213,6 +240,7 @@ def compare_with_best(
         better: ``"lower"`` or ``"higher"``.
         floor: The target's floor of this metric, ``{"mean", "std", ...}``, or ``None``.
         alpha: Family-wise significance level.
+        chance: The metric's chance level, or ``None`` to compare raw values.
 
     Returns:
         ``{"best": name or None, "method": one line naming the test(s) used,
@@ -224,18 +252,18 @@ def compare_with_best(
     """
     if better not in ("lower", "higher"):
         raise UsageError(f"better = {better!r} is not a direction; use 'lower' or 'higher'")
-    sign = 1.0 if better == "lower" else -1.0
+    sign = 1.0 if better == "lower" or chance is not None else -1.0
     rows = {e["sampler"]: e for e in entries if e["sampler"] != REFERENCE_SAMPLER and _mean(e, metric) is not None}
     if not rows:
         return {"best": None, "method": "", "tied": {}, "p": {}}
-    best = min(rows, key=lambda name: sign * _mean(rows[name], metric))
-    best_values = dict(zip(rows[best]["metrics"][metric]["seeds"], rows[best]["metrics"][metric]["values"]))
+    best = min(rows, key=lambda name: sign * _mean(rows[name], metric, chance))
+    best_values = _by_seed(rows[best], metric, chance)
 
     paired, by_floor = {}, []
     for name, entry in rows.items():
         if name == best:
             continue
-        values = dict(zip(entry["metrics"][metric]["seeds"], entry["metrics"][metric]["values"]))
+        values = _by_seed(entry, metric, chance)
         common = sorted(set(values) & set(best_values))
         if len(common) >= 2:
             paired[name] = paired_t_pvalue([values[s] for s in common], [best_values[s] for s in common])
@@ -247,7 +275,7 @@ def compare_with_best(
     spread = (floor or {}).get("std")
     best_p = _mean(rows[best], "mmd2_pvalue")
     for name in by_floor:
-        difference = abs(_mean(rows[name], metric) - _mean(rows[best], metric))
+        difference = abs(_mean(rows[name], metric, chance) - _mean(rows[best], metric, chance))
         within = difference <= FLOOR_SPREADS * spread if _number(spread) else difference == 0.0
         row_p = _mean(rows[name], "mmd2_pvalue")
         both_pass = metric == "mmd2" and _number(best_p) and _number(row_p) and min(best_p, row_p) >= alpha

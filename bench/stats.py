@@ -1,14 +1,12 @@
-"""Statistics over replicate seeds: intervals, paired comparisons, ties with the best row.
+"""Statistics over replicate seeds: Student-t intervals, paired t-tests and Holm's correction.
 
-The library the replicate-seed leaderboard is to be built on (the runner and
-the report do not call it yet).  A row's metric is measured once per replicate
-seed (its own training, reference set and sampling noise).  :func:`t_interval` turns the
-replicates into a 95 % Student-t interval.  Rows of one target are compared
-with the best one by a paired t-test across replicates (:func:`paired_t_pvalue`:
-with common random numbers, replicate ``i`` of every row shares seed ``i``),
-Holm's correction over the rows compared (:func:`holm`) and the verdict
-:func:`ties_with_best`.  :func:`overlapping` is the Pareto frontier's rule for
-latencies: two whose intervals overlap count as equal.
+A row's metric is measured once per replicate seed (its own training, reference
+set and sampling noise).  :func:`t_interval` turns the replicates into a 95 %
+Student-t interval (the summary's ``ci_low``/``ci_high``, :mod:`bench.results`).
+Rows of one target are compared with the best one by a paired t-test across
+replicates (:func:`paired_t_pvalue`: with common random numbers, replicate ``i``
+of every row shares seed ``i``) and Holm's correction over the rows compared
+(:func:`holm`); :func:`bench.results.compare_with_best` gives the verdict.
 """
 
 from __future__ import annotations
@@ -117,64 +115,3 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     adjusted = np.empty(m)
     adjusted[order] = np.maximum.accumulate(scaled)
     return adjusted.tolist()
-
-
-def ties_with_best(
-    per_row_values: Mapping[str, Sequence[float]],
-    better: Literal["lower", "higher"] = "lower",
-    alpha: float = 0.05,
-) -> dict[str, bool]:
-    """Which rows are statistically indistinguishable from the best one.
-
-    The best row has the best mean over replicates (the first such row on a
-    tie).  Every other row is compared with it by :func:`paired_t_pvalue`
-    (replicate ``i`` of each row pairs with replicate ``i`` of the best), the
-    ``m`` p-values are adjusted by :func:`holm`, and a row is tied when its
-    adjusted p-value is ``≥ alpha``.  Rows with identical values are always tied.
-
-    Args:
-        per_row_values: Row name → one value per replicate; every row holds the
-            same ``K ≥ 2`` replicates, in the same order.
-        better: ``"lower"`` or ``"higher"``, as in :class:`~bench.contracts.MetricSpec`.
-        alpha: Family-wise significance level, in ``(0, 1)``.
-
-    Returns:
-        Row name → whether it is tied with the best (``True`` for the best itself), in the input's order.
-
-    Raises:
-        UsageError: If there are no rows, rows differ in length or hold fewer
-            than 2 values, a value is not finite, or ``better`` or ``alpha`` is invalid.
-    """
-    if not per_row_values:
-        raise UsageError("ties_with_best needs at least one row")
-    if better not in ("lower", "higher"):
-        raise UsageError(f"better = {better!r} is not a direction; use 'lower' or 'higher'")
-    if not 0.0 < alpha < 1.0:
-        raise UsageError(f"alpha = {alpha!r} is not a significance level; use a value in (0, 1), e.g. 0.05")
-    rows = {name: _finite(values, f"values of row {name!r}") for name, values in per_row_values.items()}
-    lengths = {len(values) for values in rows.values()}
-    if len(lengths) != 1 or lengths.pop() < 2:
-        counts = ", ".join(f"{name}: {len(values)}" for name, values in rows.items())
-        raise UsageError(f"paired comparisons need the same ≥ 2 replicates in every row, got {counts}")
-    sign = 1.0 if better == "lower" else -1.0
-    best = min(rows, key=lambda name: sign * rows[name].mean())
-    others = [name for name in rows if name != best]
-    adjusted = holm([paired_t_pvalue(rows[name], rows[best]) for name in others])
-    tied = {best: True, **{name: p >= alpha for name, p in zip(others, adjusted)}}
-    return {name: tied[name] for name in rows}
-
-
-def overlapping(interval_a: tuple[float, float], interval_b: tuple[float, float]) -> bool:
-    """Whether two closed intervals ``(low, high)`` share a point.
-
-    The Pareto frontier treats two latencies whose intervals overlap as equal,
-    so no row is starred for being faster within timing noise.  A point
-    estimate without an interval is the interval ``(x, x)``.
-
-    Raises:
-        UsageError: If a bound is NaN or an interval has ``low > high``.
-    """
-    for low, high in (interval_a, interval_b):
-        if math.isnan(low) or math.isnan(high) or low > high:
-            raise UsageError(f"an interval needs low ≤ high, got ({low!r}, {high!r})")
-    return interval_a[0] <= interval_b[1] and interval_b[0] <= interval_a[1]

@@ -65,6 +65,19 @@ def test_changed_config_or_seed_retrains(tmp_path):
     assert trainer.calls == 3 and len(list(tmp_path.iterdir())) == 3
 
 
+def test_another_thread_count_retrains(tmp_path):
+    # Trained weights depend on the intra-op thread count, so it is part of the key.
+    trainer, threads = Trainer(), torch.get_num_threads()
+    _get(_ctx(ModelCache(tmp_path)), trainer)
+    torch.set_num_threads(threads + 1)
+    try:
+        _get(_ctx(ModelCache(tmp_path)), trainer)
+    finally:
+        torch.set_num_threads(threads)
+    _get(_ctx(ModelCache(tmp_path)), trainer)
+    assert trainer.calls == 2 and len(list(tmp_path.iterdir())) == 2
+
+
 def test_corrupt_entry_is_retrained_not_fatal(tmp_path, caplog):
     trainer = Trainer()
     _get(_ctx(ModelCache(tmp_path)), trainer)

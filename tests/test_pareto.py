@@ -104,22 +104,32 @@ def test_faster_within_timing_noise_is_not_on_the_front():
     assert frontier_names(summarize(rows), "latency_ms", "mmd2", rows) == {"distilled-1", "distilled-1@exact"}
 
 
-def test_overlap_rule_by_brute_force():
+def test_only_front_rows_exclude_others_so_a_clearly_faster_row_survives_a_chain_of_overlaps():
+    # A: best, slow. B: second, overlaps A and C. C: third, clearly faster than A.  B is off the
+    # front (as accurate-or-worse than A and not clearly faster); it must not knock C out.
+    points = [(25.0, 1e-4), (24.0, 1e-3), (20.0, 2e-3)]
+    intervals = [(22.6, 28.9), (19.0, 29.7), (18.7, 22.0)]
+    assert pareto_front(points, intervals) == [True, False, True]
+
+
+def test_front_with_intervals_is_internally_consistent_and_excludes_every_other_point():
+    # Characterisation: no front point is excluded by another front point (an exact duplicate aside),
+    # and every point off the front is excluded by a front point that is at least as accurate and
+    # not clearly cheaper-interval-wise than it.
     import random
 
     rng = random.Random(1)
-    points = [(rng.uniform(0, 10), rng.randint(0, 4)) for _ in range(40)]
-    intervals = [(c - rng.uniform(0, 1), c + rng.uniform(0, 1)) for c, _ in points]
+    for _ in range(50):
+        points = [(rng.uniform(0, 10), rng.randint(0, 4)) for _ in range(25)]
+        intervals = [(c - rng.uniform(0, 1), c + rng.uniform(0, 1)) for c, _ in points]
 
-    def dominated(i):
-        (ci, vi), (li, hi) = points[i], intervals[i]
-        for j, ((cj, vj), (lj, hj)) in enumerate(zip(points, intervals)):
-            overlap = lj <= hi and li <= hj
-            if j != i and vj <= vi and (cj < ci or overlap) and (vj < vi or (not overlap and hj < li)):
-                return True
-        return False
+        def excludes(j, i):
+            return (points[j][1], points[j][0]) <= (points[i][1], points[i][0]) and points[j] != points[i] \
+                and not intervals[i][1] < intervals[j][0]
 
-    assert pareto_front(points, intervals) == [not dominated(i) for i in range(len(points))]
+        front = [k for k, on in enumerate(pareto_front(points, intervals)) if on]
+        assert front and not any(excludes(j, i) for i in front for j in front if j != i)
+        assert all(any(excludes(j, i) for j in front) for i in range(len(points)) if i not in front)
 
 
 def test_latency_interval_is_the_t_interval_with_seeds_and_the_timing_spread_with_one():

@@ -214,3 +214,23 @@ def test_a_target_with_its_own_panel_draws_one_panel_per_sampler(tmp_path):
     samples = dict(np.load(tmp_path / "samples.npz"))
     assert sample_panels(target, "curves", samples, ["a", "b"], tmp_path / "c.png").exists()
     assert target.drawn == ["a", "b"]
+
+
+def test_p_values_read_as_their_range_over_seeds_never_as_a_t_interval():
+    rows = [{**_row(name, seed, 1e-3 * (k + 1), 0.5), "metrics": {"mmd2": 1e-3 * (k + 1), "mmd2_pvalue": p}}
+            for k, name in enumerate(["a", "b"]) for seed, p in enumerate((0.6, 0.01, 0.3))]
+    info = {**INFO, "mmd2_pvalue": {"label": "MMD² p", "better": "higher", "description": "permutation test"}}
+    floors = {"gmm3d": {"pairs": 2, "n": 100, "seed": 0, "metrics": {
+        "mmd2": {"mean": 1e-4, "std": 2e-4, "values": [1e-4, 1e-4]},
+        "mmd2_pvalue": {"mean": 0.5, "std": 0.3, "values": [0.3, 0.7]}}}}
+    text = render({**_document(rows, [0, 1, 2], floors), "metric_info": info})
+    header = _cells(next(line for line in text.splitlines() if line.startswith("| sampler")))
+    column = header.index("MMD² p ↑")
+    assert _cells(_line(text, "a"))[column] == "0.010–0.600"
+    assert _cells(next(line for line in text.splitlines() if "noise floor" in line))[column] == "0.300–0.700 (2 pairs)"
+
+
+def test_a_single_competitor_gets_no_empty_test_line_and_one_seed_says_what_it_cannot_tell():
+    text = render(_document([_row("target-draws", 0, 1e-4, 0.5), _row("only", 0, 1e-2, 0.6)], [0]))
+    assert '(MMD² and C2ST): .' not in text and "**best**" in _line(text, "only")
+    assert "not evidence that one sampler is better" in text

@@ -80,6 +80,36 @@ def test_identical_samplers_are_always_tied_with_any_number_of_seeds():
         assert comparison["tied"] == {"twin-a": True, "twin-b": True}
 
 
+def test_identical_samplers_get_identical_verdicts_and_a_best_twin_ties_the_other():
+    rng = np.random.default_rng(2)
+    twin_was_best = 0
+    for _ in range(200):
+        values = rng.normal(0.1, 0.02, 3).tolist()
+        others = {f"other-{i}": rng.normal(0.1 + 0.02 * i, 0.02, 3).tolist() for i in range(3)}
+        comparison = compare_with_best(_entries({"twin-a": values, **others, "twin-b": list(values)}), "mmd2")
+        assert comparison["tied"]["twin-a"] == comparison["tied"]["twin-b"]
+        if comparison["best"] == "twin-a":
+            twin_was_best += 1
+            assert comparison["tied"]["twin-b"]
+    assert 20 < twin_was_best < 180  # both cases occurred
+
+
+def test_common_random_numbers_separate_a_worse_row_and_a_noisy_one_stays_tied():
+    rng = np.random.default_rng(3)
+    seed_effect = rng.normal(0.0, 0.01, 5)  # shared by every row: common random numbers
+    values = {"best": 0.02 + seed_effect, "worse": 0.30 + seed_effect + rng.normal(0.0, 0.005, 5),
+              "noisy": 0.02 + seed_effect + rng.normal(0.0, 0.05, 5)}
+    comparison = compare_with_best(_entries({k: v.tolist() for k, v in values.items()}), "mmd2")
+    assert comparison["tied"] == {"best": True, "worse": False, "noisy": True}
+
+
+def test_holm_keeps_tied_what_single_tests_would_separate():
+    rows = {"best": [0.0, 0.0, 0.0, 0.0], "a": [1.0, 2.0, 3.0, 1.0], "b": [1.0, 2.0, 3.1, 1.0]}
+    raw = [paired_t_pvalue(rows[name], rows["best"]) for name in ("a", "b")]
+    assert all(0.025 < p < 0.05 for p in raw)
+    assert compare_with_best(_entries(rows), "mmd2")["tied"] == {"best": True, "a": True, "b": True}
+
+
 def test_paired_comparison_with_holm_separates_a_consistently_worse_row():
     rng = np.random.default_rng(2)
     base = rng.normal(0.01, 0.004, 5)
@@ -161,3 +191,17 @@ def test_a_version_2_document_gets_its_summary_rebuilt_and_other_schemas_are_ref
     assert upgrade(document)["summary"] == summarize(document["rows"])
     with pytest.raises(UsageError, match="not readable"):
         upgrade({"schema": "pingsbench.results/0", "rows": []})
+
+
+def test_c2st_is_ranked_by_its_distance_to_chance():
+    entries = _entries({"below-chance": [0.46, 0.45, 0.47], "at-chance": [0.50, 0.51, 0.49]}, metric="c2st")
+    assert compare_with_best(entries, "c2st")["best"] == "below-chance"  # raw accuracy would reward noise
+    comparison = compare_with_best(entries, "c2st", chance=0.5)
+    assert comparison["best"] == "at-chance" and comparison["tied"]["below-chance"] is False
+
+
+def test_duplicate_or_seedless_rows_are_refused_in_one_line():
+    with pytest.raises(UsageError, match="two rows of a on t with seed 0"):
+        summarize([_row("a", 0, mmd2=0.1), _row("a", 1, mmd2=0.2), _row("a", 0, mmd2=0.3)])
+    with pytest.raises(UsageError, match="has seed None; every row needs an integer seed"):
+        summarize([{**_row("a", 0, mmd2=0.1), "seed": None}])

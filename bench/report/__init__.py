@@ -66,7 +66,7 @@ def write_report(results: Mapping[str, Any], out_dir: Path, registry: Registry |
                 pass
         links = figures.setdefault(target_name, [])
         made = [
-            ("generated vs target samples", _guarded_sample_panels(
+            ("generated vs target samples (first seed)", _guarded_sample_panels(
                 target, target_name, samples, [e["sampler"] for e in entries], out_dir / f"{target_name}_samples.png")),
             ("training curves (first seed)", training_curves(
                 [row for row in rows if row.get("seed", first_seed) == first_seed], target_name,

@@ -14,11 +14,12 @@ Version-1 documents are read through :func:`bench.results.upgrade`.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from tabulate import tabulate
 
 from bench.contracts import REFERENCE_SAMPLER
+from bench.results import CHANCE_LEVELS, compare_with_best
 
 ARROWS = {"lower": "↓", "higher": "↑"}
 #: Generic metric columns, in order; target-specific metrics follow them.
@@ -99,6 +100,13 @@ def floor_cell(floor: Mapping[str, Any] | None, pairs: int, spec: str = ".2e") -
     return f"{format(floor['mean'], spec)}{spread} ({plural(pairs, 'pair')})"
 
 
+def _floor_metric_cell(floors: Mapping[str, Any], metric: str) -> str:
+    floor, pairs = floors["metrics"].get(metric), floors.get("pairs", 1)
+    if metric in RANGE_METRICS and floor:
+        return f"{range_cell(floor.get('values'), _value_spec(metric))} ({plural(pairs, 'pair')})"
+    return floor_cell(floor, pairs, _value_spec(metric))
+
+
 def _value_spec(metric: str) -> str:
     """Number format of a metric: probabilities and accuracies fixed-point, the rest in scientific notation."""
     return ".3f" if metric in ("mmd2_pvalue", "c2st") else ".2e"
@@ -147,7 +155,7 @@ def target_table(
     on_front = frontier(entries) if frontier else set()
     metrics = _metric_columns(entries)
     multi = any(len(e.get("ok_seeds", ())) > 1 for e in entries)
-    latency_header = "latency ms ↓ (median; mean ± 95 % CI over seeds)" if multi else "latency ms ↓ (median)"
+    latency_header = "latency ms ↓ (median per seed; mean ± 95 % CI over seeds)" if multi else "latency ms ↓ (median)"
     headers = ["sampler", "NFE", latency_header, "speed-up ↑", "train s ↓"]
     headers += [_header(m, info) for m in metrics] + ["status"]
     table = []
@@ -174,13 +182,30 @@ def target_table(
     if floors and floors.get("metrics"):
         table.append([f"*noise floor: pairs of independent target draw sets (n = {floors.get('n', '?')})*",
                       "", "", "", ""]
-                     + [floor_cell(floors["metrics"].get(m), floors.get("pairs", 1), _value_spec(m)) for m in metrics]
+                     + [_floor_metric_cell(floors, m) for m in metrics]
                      + [""])
     return tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
 
 
+#: Metrics shown as their range over seeds instead of mean ± t half-width: a p-value is bounded to
+#: [0, 1] and floored at 1/(permutations + 1), so a t-interval of it would read e.g. 0.6 ± 1.1.
+RANGE_METRICS = frozenset({"mmd2_pvalue"})
+
+
+def range_cell(values: Sequence[float] | None, spec: str) -> str:
+    """``min–max`` of the values over seeds (or pairs); the value itself when there is one; ``—`` without any."""
+    if not values:
+        return "—"
+    low, high = min(values), max(values)
+    return format(low, spec) if low == high else f"{format(low, spec)}–{format(high, spec)}"
+
+
 def _metric_cell(entry: Mapping[str, Any], metric: str, verdict: Mapping[str, Any] | None) -> str:
-    text = interval_cell(entry["metrics"].get(metric), _value_spec(metric))
+    summary = entry["metrics"].get(metric)
+    if metric in RANGE_METRICS:
+        text = range_cell((summary or {}).get("values"), _value_spec(metric))
+    else:
+        text = interval_cell(summary, _value_spec(metric))
     if verdict and entry["sampler"] in verdict.get("tied", {}):
         if verdict.get("best") == entry["sampler"]:
             text += " **best**"
@@ -235,8 +260,6 @@ def headline_verdicts(
     The reference sampler does not compete; entries with a failed seed are left out
     (their replicates do not pair with the others').
     """
-    from bench.results import compare_with_best
-
     competitors = [e for e in entries if e["status"] == "ok" and e["sampler"] != REFERENCE_SAMPLER]
     verdicts = {}
     for metric in HEADLINE_METRICS:
@@ -246,7 +269,8 @@ def headline_verdicts(
             floor = ((floors or {}).get("metrics") or {}).get(metric)
             if floor is not None:
                 floor = {**floor, "pairs": floors.get("pairs")}
-            verdicts[metric] = compare_with_best(ranked, metric, better, floor=floor)
+            verdicts[metric] = compare_with_best(ranked, metric, better, floor=floor,
+                                                 chance=CHANCE_LEVELS.get(metric))
     return verdicts
 
 
@@ -264,16 +288,21 @@ def significance_lines(
     """
     lines = []
     methods = {metric: verdict["method"] for metric, verdict in verdicts.items()}
-    for method in dict.fromkeys(methods.values()):
+    for method in dict.fromkeys(filter(None, methods.values())):  # no method: a single competitor
         labels = " and ".join(info.get(m, {}).get("label", m) for m, text in methods.items() if text == method)
         lines.append(f"- \"≈ best\" ({labels}): {method}.")
     spread = any(floor.get("std") is not None for floor in ((floors or {}).get("metrics") or {}).values())
+    if any(metric in CHANCE_LEVELS for metric in verdicts):
+        lines.append("- C2ST is ranked by its distance to chance (0.5): below 0.5 is noise, not better.")
+    caveat = ("the marks reflect sampling noise only, not the variation from retraining with another seed, "
+              "which for learned samplers is usually larger: differences beyond the floor are not evidence that "
+              "one sampler is better; run with `--seeds K` for that.")
     if seeds == 1 and spread:
         lines.append("- One seed: orderings within the noise floor's spread (its ± std over pairs of exact draw "
-                     "sets) are not significant.")
+                     f"sets) are not significant, and {caveat}")
     elif seeds == 1:
         lines.append("- One seed, and a floor from a single pair of exact draw sets: orderings of values closer "
-                     "than the floor are not significant.")
+                     f"than the floor are not significant, and {caveat}")
     return lines
 
 
@@ -309,9 +338,11 @@ def render(
         "named under each table). NFE is the number of function evaluations per sample *counted* during "
         "sampling: outermost `nn.Module` calls and target oracle calls (`score`, `noised_score`, `log_prob`), "
         "each by the points it evaluates; \"(k oracle)\" is the oracle part. ⚠ marks a row whose NFE is 0 or "
-        "differs from what its sampler declares (listed under the table). Speed-up is relative to the slowest "
-        "row in the same run. ★ marks rows on the MMD²–latency Pareto frontier, where latencies whose "
-        "intervals overlap count as equal.",
+        "differs from what its sampler declares (listed under the table). Speed-up is the slowest row's latency "
+        "over this row's (means over seeds of per-seed medians, same target and run; no interval). ★ marks rows "
+        "on the MMD²–latency Pareto frontier: going down the MMD² ranking, a row joins it when its latency "
+        "interval lies entirely below that of every row already on it, so no row is starred for being faster "
+        "within timing noise.",
         "",
     ]
     targets = list(dict.fromkeys(entry["target"] for entry in results["summary"]))

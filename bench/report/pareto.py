@@ -18,9 +18,11 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+import numpy as np
+
 from bench.cache import atomic_write_bytes
 from bench.contracts import REFERENCE_SAMPLER
-from bench.stats import overlapping
+from bench.results import CHANCE_LEVELS
 
 Entry = Mapping[str, Any]
 Row = Mapping[str, Any]
@@ -44,7 +46,7 @@ METRIC_LABELS: dict[str, str] = {
 #: Metrics drawn on a linear axis (bounded, not spanning decades).
 LINEAR_METRICS = frozenset({"c2st"})
 #: Their chance level (a C2ST accuracy of 0.5: indistinguishable).
-CHANCE = 0.5
+CHANCE = CHANCE_LEVELS["c2st"]
 
 
 def _finite(value: Any) -> bool:
@@ -54,16 +56,19 @@ def _finite(value: Any) -> bool:
 def pareto_front(
     points: Sequence[tuple[float, float]], cost_intervals: Sequence[Interval | None] | None = None
 ) -> list[bool]:
-    """Which points are Pareto-optimal when lower is better in both coordinates.
+    """Which points are on the accuracy–cost front when lower is better in both coordinates.
 
-    Point ``j`` dominates point ``i`` when ``value_j ≤ value_i`` and cost ``j``
-    is lower than or indistinguishable from cost ``i`` (``cost_j < cost_i``, or
-    their intervals overlap), with one of the two strictly better: ``value_j <
-    value_i``, or cost ``j``'s interval lies entirely below cost ``i``'s.
-    Without intervals (each cost its own point interval) this is the usual
-    definition.  Exact duplicates do not dominate each other, so a tie on the
-    front keeps every copy.  Points with a non-finite coordinate are never on
-    the front and never dominate.
+    Points are visited from the best value down (lower cost first among equal
+    values).  A point joins the front when its cost interval lies entirely
+    below the interval of every point already on it, i.e. when it is clearly
+    cheaper than every front point at least as accurate.  Only front points
+    exclude others: "overlapping" is not transitive, so a point that overlaps
+    two others must not knock out a third that is clearly cheaper than the
+    front.  With point intervals (``cost_intervals`` ``None``) this is the usual
+    Pareto front: a point is off it when another is ``<=`` in both coordinates
+    and ``<`` in one.  Exact duplicates do not exclude each other, so a tie on
+    the front keeps every copy.  Points with a non-finite coordinate are never
+    on the front.
 
     Args:
         points: ``(cost, value)`` pairs.
@@ -72,23 +77,18 @@ def pareto_front(
     Returns:
         One flag per point, in input order.
     """
-    valid = [_finite(c) and _finite(v) for c, v in points]
     intervals = [
         (c, c) if cost_intervals is None or cost_intervals[i] is None else tuple(cost_intervals[i])
         for i, (c, _) in enumerate(points)
     ]
-
-    def dominates(j: int, i: int) -> bool:
-        (cost_j, value_j), (cost_i, value_i) = points[j], points[i]
-        indistinct = overlapping(intervals[j], intervals[i])
-        if value_j > value_i or not (cost_j < cost_i or indistinct):
-            return False
-        return value_j < value_i or (not indistinct and intervals[j][1] < intervals[i][0])
-
-    return [
-        valid[i] and not any(valid[j] and j != i and dominates(j, i) for j in range(len(points)))
-        for i in range(len(points))
-    ]
+    order = sorted((i for i, (c, v) in enumerate(points) if _finite(c) and _finite(v)),
+                   key=lambda i: (points[i][1], points[i][0]))
+    front: list[int] = []
+    for i in order:
+        if all(intervals[i][1] < intervals[j][0] or points[i] == points[j] for j in front):
+            front.append(i)
+    on_front = set(front)
+    return [i in on_front for i in range(len(points))]
 
 
 def latency_interval(entry: Entry, rows: Iterable[Row] = ()) -> Interval | None:
@@ -221,7 +221,10 @@ def _draw_panel(
     positive = [v for v in values if v > 0] + ([floor] if floor else [])
     # Unbiased estimates can be ≤ 0 (at the floor): pin them to the axis bottom as ▼.
     bottom = -math.inf if linear else (min(positive) / 3 if positive else 1e-6)
-    on_front = pareto_front([(c, s["mean"]) for _, c, _, s in points], [i for _, _, i, _ in points])
+    chance = CHANCE_LEVELS.get(metric)
+    ranked = [s["mean"] if chance is None else float(np.mean(np.abs(np.asarray(s["values"]) - chance)))
+              for _, _, _, s in points]  # C2ST: distance to chance, as the leaderboard ranks it
+    on_front = pareto_front([(c, v) for (_, c, _, _), v in zip(points, ranked)], [i for _, _, i, _ in points])
     texts = []
     for (name, cost, interval, summary), on in zip(points, on_front):
         shown = max(summary["mean"], bottom)
