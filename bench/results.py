@@ -283,9 +283,10 @@ def compare_with_best(
 
     methods = []
     if paired:
-        seeds = max(len(set(rows[name]["metrics"][metric]["seeds"]) & set(best_values)) for name in paired)
-        methods.append(f"paired t-test against the best row over ≤ {seeds} replicate seeds, "
-                       f"Holm-corrected over {len(paired)} rows, α = {alpha:g}")
+        shared = sorted({len(set(rows[name]["metrics"][metric]["seeds"]) & set(best_values)) for name in paired})
+        seeds = str(shared[0]) if len(shared) == 1 else f"{shared[0]}–{shared[-1]}"
+        methods.append(f"paired t-test against the best row over the {seeds} replicate seeds each row shares "
+                       f"with it, Holm-corrected over {len(paired)} rows, α = {alpha:g}")
     if by_floor:
         rule = (f"one seed: tied when within {FLOOR_SPREADS:g} standard deviations of the floor "
                 f"({floor.get('pairs', '?')} pairs of exact draw sets)" if _number(spread)

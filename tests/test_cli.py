@@ -73,7 +73,7 @@ def test_two_seed_smoke_run_renders_the_summary_with_intervals_and_ties(tmp_path
     board = (tmp_path / "leaderboard.md").read_text()
     row = next(line for line in board.splitlines() if line.startswith("| ddim-5@exact"))
     assert row.count(" ± ") >= 3  # latency, MMD², C2ST, ...: mean ± half-width
-    assert "**best**" in board and "paired t-test against the best row over ≤ 2 replicate seeds" in board
+    assert "**best**" in board and "paired t-test against the best row over the 2 replicate seeds each row shares" in board
     assert "2 seeds (0, 1), threads 1" in board
 
 

@@ -180,7 +180,8 @@ def target_table(
             + [status_cell(entry)]
         )
     if floors and floors.get("metrics"):
-        table.append([f"*noise floor: pairs of independent target draw sets (n = {floors.get('n', '?')})*",
+        table.append([f"*noise floor: pairs of independent target draw sets (n = {floors.get('n', '?')}, seed "
+                      f"{floors.get('seed', '?')})*",
                       "", "", "", ""]
                      + [_floor_metric_cell(floors, m) for m in metrics]
                      + [""])
@@ -329,13 +330,15 @@ def render(
     lines = ["# pingsbench leaderboard", "", *environment_lines(results), ""]
     lines += [
         "Fidelity is measured on n generated points against n held-out target draws; the `target-draws` row "
-        "is an independent exact sample, i.e. what a perfect sampler scores, and the noise-floor line gives "
-        "each metric's mean ± std over pairs of independent exact draw sets. Each replicate seed retrains every "
+        "is an independent exact sample scored like a sampler in every seed, i.e. what a perfect sampler scores, "
+        "and the noise-floor line gives each metric's mean ± std over pairs of independent exact draw sets "
+        "(drawn once per target, from the first seed). Each replicate seed retrains every "
         "model, draws its own reference set and sampling noise; with several seeds a cell reads mean ± half-width "
         "of the 95 % Student-t interval over them. Within a seed every sampler's sampling stream starts from "
         "the same seed (common random numbers) unless the run says otherwise, so rows are paired. \"best\" marks "
-        "the best mean MMD² and C2ST of a target; \"≈ best\" the rows not distinguishable from it (the test is "
-        "named under each table). NFE is the number of function evaluations per sample *counted* during "
+        "the best mean MMD² and C2ST among a target's samplers (`target-draws` excluded); \"≈ best\" the rows "
+        "the test named under each table cannot tell from it, which with few seeds is not the same as being as "
+        "good: only very consistent differences separate. NFE is the number of function evaluations per sample *counted* during "
         "sampling: outermost `nn.Module` calls and target oracle calls (`score`, `noised_score`, `log_prob`), "
         "each by the points it evaluates; \"(k oracle)\" is the oracle part. ⚠ marks a row whose NFE is 0 or "
         "differs from what its sampler declares (listed under the table). Speed-up is the slowest row's latency "

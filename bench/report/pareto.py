@@ -308,7 +308,10 @@ def plot_pareto(
         floor = noise_floor((floors or {}).get(metric), reference, metric)
         for row_index, cost_key in enumerate(("latency_ms", "nfe")):
             _draw_panel(axes[row_index][column], entries, rows, cost_key, metric, floor)
-    fig.suptitle(f"{target_name}: fidelity against cost (lower-left is better; bars: 95 % intervals)")
+    several = any(len(entry.get("ok_seeds", ())) > 1 for entry in entries)
+    bars = ("95 % t-intervals over seeds" if several
+            else "one seed: latency mean ± std of the timed calls, no metric interval")
+    fig.suptitle(f"{target_name}: fidelity against cost (lower-left is better; bars: {bars})")
     path = Path(path)
     atomic_write_bytes(path, lambda handle: fig.savefig(handle, format="png", dpi=130))
     return path
