@@ -83,7 +83,7 @@ def test_learned_nodes_stay_ordered_with_fixed_ends_for_any_weights(schedule):
     learned = LearnedSchedule(schedule, timesteps(schedule, 5, "logSNR"))
     with torch.no_grad():
         learned.logits.copy_(torch.tensor([8.0, -8.0, 0.0, 3.0, -20.0], dtype=learned.logits.dtype))
-    ts = learned()
+        ts = learned()
     assert float(ts[0]) == 1.0 and float(ts[-1]) == schedule.t_min
     assert bool((ts.diff() < 0).all())
 

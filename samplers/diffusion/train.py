@@ -127,7 +127,7 @@ def get_epsnet(target: Target, ctx: FitContext, activation: str = "tanh") -> Eps
 #: targets are a ``teacher_steps``-step DPM-Solver++(2M) solve; ``heldout`` fresh draws evaluate it.
 SCHEDULE_BUDGETS: Mapping[str, Mapping[str, int]] = {
     "smoke": {"iterations": 15, "batch": 256, "teacher_steps": 20, "heldout": 512},
-    "quick": {"iterations": 150, "batch": 1024, "teacher_steps": 100, "heldout": 4096},
+    "quick": {"iterations": 100, "batch": 512, "teacher_steps": 100, "heldout": 4096},
     "paper": {"iterations": 400, "batch": 2048, "teacher_steps": 200, "heldout": 8192},
 }
 #: Adam's learning rate on the logits of :class:`~.schedule.LearnedSchedule`.
@@ -195,7 +195,7 @@ def train_schedule(
     best_loss, best_logits = math.inf, module.logits.detach().clone()
     for step in range(iterations + 1):  # the last pass only evaluates the last update
         loss = schedule_loss(solver, eps_model, module(), z_train, x_train)
-        value = float(loss)
+        value = float(loss.detach())
         history["step"].append(step)
         history["loss"].append(value)
         if value < best_loss:
