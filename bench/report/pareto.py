@@ -266,7 +266,8 @@ def _draw_panel(
     bottom = -math.inf if linear else (min(positive) / 3 if positive else 1e-6)
     on_front = pareto_front([(c, s["mean"]) for _, c, _, s in points], [i for _, _, i, _ in points])
     curves = family_curves((n, c, max(s["mean"], bottom)) for n, c, _, s in points) if cost_key == "nfe" else {}
-    colors = iter(colormaps["tab20"].colors * (1 + len(curves) // 20))
+    palette = colormaps["tab20"].colors[::2] + colormaps["tab20"].colors[1::2]  # the ten strong hues first
+    colors = iter(palette * (1 + len(curves) // 20))
     for key, members in curves.items():
         ax.plot(*zip(*members), color=next(colors), lw=1, alpha=0.8, zorder=1, label=key)
     texts = []
@@ -324,7 +325,10 @@ def plot_pareto(
     :func:`latency_interval`), filled red when on the front, ▼ when its
     estimate is ≤ 0; labels are moved apart by adjustText; the front is a
     step line and the noise floor (:func:`noise_floor`) a grey band (around
-    0.5 for C2ST).  Written atomically.
+    0.5 for C2ST).  On the NFE row, each family with two or more iterative
+    members (:func:`family_curves`) is also a curve named in the legend, and its
+    points lose their own labels; one-pass rows stay labelled points.  Written
+    atomically.
 
     Args:
         entries: Summary entries (any targets; only ``target_name``'s are drawn).
