@@ -82,7 +82,7 @@ class Registry:
     Attributes:
         targets: Target name → entry.
         samplers: Concrete sampler name → entry.
-        families: Family pattern (``"ddim-<steps>[@exact|@silu]"``) → entry.
+        families: Family pattern (``"ddim-<steps>[+uniform|+logsnr|+karras|+ld3][@exact|@silu]"``) → entry.
         broken: Plugins left out by a non-strict build (see :meth:`from_plugin_manager`).
         disabled: Distributions switched off by ``$PINGSBENCH_DISABLE_PLUGINS``.
     """

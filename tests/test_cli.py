@@ -212,7 +212,8 @@ def test_installed_entry_point_exits_2_with_one_line(tmp_path):
 
 def test_sweep_selects_a_family_by_its_pattern(monkeypatch, tmp_path):
     registry = Registry.from_plugin_manager(get_plugin_manager())
-    family = registry.families["ddim-<steps>[@exact|@silu]"].obj
+    pattern = "ddim-<steps>[+uniform|+logsnr|+karras|+ld3][@exact|@silu]"
+    family = registry.families[pattern].obj
     planned = {}
 
     def capture(config, registry, out):
@@ -221,8 +222,7 @@ def test_sweep_selects_a_family_by_its_pattern(monkeypatch, tmp_path):
 
     monkeypatch.setattr("bench.cli.execute", capture)
     for command, expected in (("sweep", family.sweep), ("run", family.defaults)):
-        assert main([command, "--samplers", "ddim-<steps>[@exact|@silu]", "--targets", "gmm3d",
-                     "--out", str(tmp_path / command)]) == 0
+        assert main([command, "--samplers", pattern, "--targets", "gmm3d", "--out", str(tmp_path / command)]) == 0
         assert planned.pop(expected[0]) == list(expected)
 
 

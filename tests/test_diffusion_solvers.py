@@ -192,7 +192,8 @@ def test_defaults_and_sweeps_resolve_to_their_family():
 
 def test_plugin_registers_every_family(plugin_manager):
     def check(registry: Registry) -> None:
-        assert {f"{s.prefix}-<{'nfe' if s.counts_nfe else 'steps'}>[@exact|@silu]" for s in SPECS} <= set(
+        schedules = "[+uniform|+logsnr|+karras|+ld3]"
+        assert {f"{s.prefix}-<{'nfe' if s.counts_nfe else 'steps'}>{schedules}[@exact|@silu]" for s in SPECS} <= set(
             registry.families
         )
         assert {"ddim-50", "dpm-solver-heun-20@exact"} <= set(registry.default_samplers())

@@ -6,7 +6,15 @@ import math
 
 import pytest
 
-from bench.report.pareto import frontier_names, latency_interval, noise_floor, pareto_front, plot_pareto
+from bench.report.pareto import (
+    curve_key,
+    family_curves,
+    frontier_names,
+    latency_interval,
+    noise_floor,
+    pareto_front,
+    plot_pareto,
+)
 from bench.results import summarize
 from bench.stats import t_interval
 
@@ -165,3 +173,50 @@ def test_plot_writes_a_png(tmp_path):
 def test_plot_handles_a_metric_no_row_has(tmp_path):
     path = plot_pareto(ENTRIES, "gmm3d", tmp_path / "q.png", metrics=("mmd2", "energy"))
     assert path.stat().st_size > 0
+
+
+def test_curve_keys_drop_only_the_members_number():
+    assert curve_key("ddim-8+ld3@exact") == "ddim-<n>+ld3@exact"
+    assert curve_key("dpm-solver-2-20") == "dpm-solver-2-<n>"
+    assert curve_key("dpm-solver++-3m-6@exact") == "dpm-solver++-3m-<n>@exact"
+    assert curve_key("flow-matching-8") == "flow-matching-<n>"
+    assert curve_key("pings") is None and curve_key("target-draws") is None
+
+
+def test_families_of_two_or_more_iterative_members_are_curves():
+    points = [("ddim-4@exact", 4, 0.1), ("ddim-8@exact", 8, 0.05), ("ddim-6@exact", 6, 0.07), ("ddim-8", 8, 0.2),
+              ("flow-matching-1", 1, 0.3), ("flow-matching-8", 8, 0.01), ("pings", 1, 0.02)]
+    assert family_curves(points) == {"ddim-<n>@exact": [(4, 0.1), (6, 0.07), (8, 0.05)]}
+
+
+def _nfe_panel(entries):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from bench.report.pareto import _draw_panel
+
+    figure = Figure()
+    FigureCanvasAgg(figure)
+    ax = figure.subplots()
+    _draw_panel(ax, entries, [], "nfe", "mmd2", 1e-4)
+    return ax
+
+
+def test_nfe_panel_draws_each_family_as_a_curve_and_one_pass_rows_as_points():
+    rows = ROWS + [_row(f"ddim-{k}@exact", float(k), k * 1.1, 0.3 / k, 0.1) for k in (4, 6, 10)]
+    ax = _nfe_panel(summarize(rows))
+    _, labels = ax.get_legend_handles_labels()
+    assert "ddim-<n>@exact" in labels
+    (curve,) = [line for line in ax.lines if line.get_label() == "ddim-<n>@exact"]
+    assert list(curve.get_xdata()) == [4.0, 6.0, 10.0]
+    names = {text.get_text() for text in ax.texts} - {""}  # adjustText's leader lines are empty annotations
+    assert {"pings", "distilled-1", "flow-matching-8", "ddim-50"} <= names
+    assert not any(name.endswith("@exact") for name in names)
+
+
+def test_nfe_panel_without_families_is_unchanged():
+    ax = _nfe_panel(ENTRIES)
+    _, labels = ax.get_legend_handles_labels()
+    assert labels == ["Pareto front", "noise floor (mean + 2 std)"]
+    names = {text.get_text() for text in ax.texts} - {""}
+    assert names == {"pings", "distilled-1", "flow-matching-8", "ddim-50"}

@@ -9,12 +9,16 @@ by being faster within timing noise.  The latency interval of an entry is its
 t-interval over replicates when it has ``K > 1`` ok seeds; with one seed it is
 ``mean ± std`` of that seed's timed calls (the row's ``latency_ms``).  NFE is
 exact (a point interval).  The exact reference sampler (``target-draws``) is
-not a competitor: the noise floor is drawn as a band.
+not a competitor: the noise floor is drawn as a band.  On the NFE panels, the
+members of one solver family (names equal but for their number, see
+:func:`curve_key`) are joined into a curve when a run holds two or more of them;
+one-pass rows stay points.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -47,6 +51,40 @@ METRIC_LABELS: dict[str, str] = {
 LINEAR_METRICS = frozenset({"c2st"})
 #: Their chance level (a C2ST accuracy of 0.5: indistinguishable).
 CHANCE = CHANCE_LEVELS["c2st"]
+
+
+#: The number of a family member's name: the last ``-<digits>`` before its end or a ``+``/``@`` suffix.
+_MEMBER_NUMBER = re.compile(r"-\d+(?=$|[+@])")
+
+
+def curve_key(name: str) -> str | None:
+    """The family curve a sampler belongs to: its name with its number replaced by ``<n>``.
+
+    ``ddim-8+ld3@exact`` → ``ddim-<n>+ld3@exact``, ``dpm-solver-2-20`` → ``dpm-solver-2-<n>``;
+    ``None`` for a name without a number (``pings``).  The variant and schedule suffixes stay, so
+    ``ddim-8`` and ``ddim-8@exact`` lie on different curves.
+    """
+    matches = list(_MEMBER_NUMBER.finditer(name))
+    if not matches:
+        return None
+    last = matches[-1]
+    return f"{name[:last.start()]}-<n>{name[last.end():]}"
+
+
+def family_curves(points: Iterable[tuple[str, float, float]]) -> dict[str, list[tuple[float, float]]]:
+    """Curves of the families with two or more iterative members among ``(name, NFE, value)`` points.
+
+    One-pass points (NFE ≤ 1) never join a curve.
+
+    Returns:
+        Curve key (:func:`curve_key`) → its ``(NFE, value)`` points sorted by NFE; only keys of ≥ 2 points.
+    """
+    curves: dict[str, list[tuple[float, float]]] = {}
+    for name, nfe, value in points:
+        key = curve_key(name)
+        if key is not None and nfe > 1:
+            curves.setdefault(key, []).append((nfe, value))
+    return {key: sorted(members) for key, members in curves.items() if len(members) >= 2}
 
 
 def _finite(value: Any) -> bool:
@@ -199,8 +237,13 @@ def noise_floor(floor: Mapping[str, Any] | None, reference: Entry | None = None,
 def _draw_panel(
     ax: Any, entries: list[Entry], rows: list[Row], cost_key: str, metric: str, floor: float | None
 ) -> None:
-    """One panel: every competing sampler a labelled point with error bars, the front a step line, the floor a band."""
+    """One panel: every competing sampler a labelled point with error bars, the front a step line, the floor a band.
+
+    On the NFE panel, families of ≥ 2 iterative members are also curves, named in the legend
+    instead of point by point.
+    """
     from adjustText import adjust_text
+    from matplotlib import colormaps
 
     points = []
     for entry in _competitors(entries):
@@ -225,6 +268,11 @@ def _draw_panel(
     ranked = [s["mean"] if chance is None else float(np.mean(np.abs(np.asarray(s["values"]) - chance)))
               for _, _, _, s in points]  # C2ST: distance to chance, as the leaderboard ranks it
     on_front = pareto_front([(c, v) for (_, c, _, _), v in zip(points, ranked)], [i for _, _, i, _ in points])
+    curves = family_curves((n, c, max(s["mean"], bottom)) for n, c, _, s in points) if cost_key == "nfe" else {}
+    palette = colormaps["tab20"].colors[::2] + colormaps["tab20"].colors[1::2]  # the ten strong hues first
+    colors = iter(palette * (1 + len(curves) // 20))
+    for key, members in curves.items():
+        ax.plot(*zip(*members), color=next(colors), lw=1, alpha=0.8, zorder=1, label=key)
     texts = []
     for (name, cost, interval, summary), on in zip(points, on_front):
         shown = max(summary["mean"], bottom)
@@ -238,7 +286,8 @@ def _draw_panel(
                     alpha=0.7, zorder=2)
         ax.scatter([cost], [shown], s=28, zorder=3, marker="v" if shown > summary["mean"] else "o",
                    facecolors=color if on else "none", edgecolors=color)
-        texts.append(ax.text(cost, shown, name, fontsize=6, zorder=4))
+        if curve_key(name) not in curves or cost <= 1:  # a curve's members are named by the legend
+            texts.append(ax.text(cost, shown, name, fontsize=6, zorder=4))
     front = sorted((c, max(s["mean"], bottom)) for (_, c, _, s), on in zip(points, on_front) if on)
     right = max(c for _, c, _, _ in points) * 1.5
     ax.plot([c for c, _ in front] + [right], [v for _, v in front] + [front[-1][1]],
@@ -256,7 +305,7 @@ def _draw_panel(
     else:
         ax.set_ylim(bottom / 3, max(shown) * 4)
     ax.set_xlim(min(c for _, c, _, _ in points) / 3, right * 2)
-    ax.legend(fontsize=6, loc="best")
+    ax.legend(fontsize=6, loc="best", ncol=2 if len(curves) > 8 else 1)
     # Labels repel each other and the markers; a thin line ties a moved label to its point.
     adjust_text(texts, x=[c for _, c, _, _ in points], y=shown, ax=ax, expand=(1.15, 1.5),
                 force_text=(0.3, 0.6), arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.4})
@@ -279,7 +328,10 @@ def plot_pareto(
     :func:`latency_interval`), filled red when on the front, ▼ when its
     estimate is ≤ 0; labels are moved apart by adjustText; the front is a
     step line and the noise floor (:func:`noise_floor`) a grey band (around
-    0.5 for C2ST).  Written atomically.
+    0.5 for C2ST).  On the NFE row, each family with two or more iterative
+    members (:func:`family_curves`) is also a curve named in the legend, and its
+    points lose their own labels; one-pass rows stay labelled points.  Written
+    atomically.
 
     Args:
         entries: Summary entries (any targets; only ``target_name``'s are drawn).

@@ -1,11 +1,23 @@
 """Sampler families ``ddim-<steps>``, ``dpm-solver-heun-<steps>``, ``dpm-solver-2-<nfe>``, ``dpm-solver++-2m-<nfe>``,
 ``dpm-solver++-3m-<nfe>``, ``unipc-<nfe>``, ``ipndm-<nfe>`` and ``edm-heun-<nfe>``.
 
-Each name takes an optional suffix choosing the ε-predictor: none for the
-trained tanh ε-net (PINGS §5.4.1), ``@silu`` for the same net with SiLU, and
-``@exact`` for the target's closed-form ε (separates solver error from
-score-learning error).  Sampling draws ``x_T ~ N(0, I)`` and solves the
-probability-flow ODE from ``t = 1`` to ``t = 1/T``.
+A name is ``<prefix>-<number>[+<schedule>][@<ε>]``, the schedule before the ε:
+
+* ``+<schedule>`` chooses the solver's time nodes: ``+uniform`` (uniform in ``t``),
+  ``+logsnr`` (uniform in log-SNR), ``+karras`` (Karras et al.'s ρ = 7 levels) or ``+ld3``
+  (learned: the ``N - 1`` interior nodes fitted so the ``N``-step solve matches a
+  many-step teacher on the same ε, LD3 / Align-Your-Steps in spirit; trained in ``fit``,
+  cached, its training calls not counted).  Without it, the family's own spacing (its
+  description in ``pingsbench list`` says which), so every name without a ``+`` means what it
+  always did;
+* ``@<ε>`` chooses the ε-predictor: none for the trained tanh ε-net (PINGS §5.4.1),
+  ``@silu`` for the same net with SiLU, and ``@exact`` for the target's closed-form ε
+  (separates solver error from score-learning error).
+
+E.g. ``ddim-8+ld3@exact``, ``dpm-solver++-3m-6+karras``, ``unipc-5+logsnr@silu``.  The
+number keeps its family's meaning (steps or NFE) and the counted NFE whatever the schedule.
+Sampling draws ``x_T ~ N(0, I)`` and solves the probability-flow ODE from ``t = 1`` to
+``t = 1/T``.
 
 The paper's tanh saturates on the rare large ``|x_T|`` it saw little of in
 training: on ``gmm3d`` (quick budget) about 0.5–0.8% of DDIM-50 trajectories
@@ -37,11 +49,15 @@ from .sample import (
     ipndm,
     unipc,
 )
-from .schedule import timesteps
-from .train import get_epsnet
+from .schedule import LEARNED, SCHEDULES, timesteps
+from .train import epsnet_config, get_epsnet, get_learned_schedule
 
 #: Suffix → ε-predictor; ``""`` is the paper's tanh ε-net.
 VARIANTS = {"": "epsnet-tanh", "silu": "epsnet-silu", "exact": "exact"}
+#: Schedule suffixes (``+<schedule>``): the fixed spacings of :data:`~.schedule.SCHEDULES` and the learned one.
+SCHEDULE_SUFFIXES = (*SCHEDULES, LEARNED)
+#: NFE grid of ``pingsbench sweep``: every family runs those of these NFEs its number can express.
+SWEEP_NFE = (3, 4, 5, 6, 8, 10, 15, 20)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +72,6 @@ class SolverSpec:
         spacing: Node spacing passed to :func:`~.schedule.timesteps`.
         description: One line for ``pingsbench list``.
         defaults: Numbers run by default (each also with ``@exact``).
-        sweep: Numbers run by ``pingsbench sweep`` (each also with ``@exact``).
     """
 
     prefix: str
@@ -66,7 +81,21 @@ class SolverSpec:
     spacing: str
     description: str
     defaults: tuple[int, ...]
-    sweep: tuple[int, ...]
+
+    def number_for_nfe(self, nfe: int) -> int | None:
+        """The number in a name whose NFE is ``nfe``; ``None`` when the family cannot make that many calls.
+
+        A family of ``k`` calls per step takes only multiples of ``k`` (odd NFEs are skipped by the
+        two-call solvers' sweeps).
+        """
+        if nfe < self.calls_per_step or nfe % self.calls_per_step:
+            return None
+        return nfe if self.counts_nfe else nfe // self.calls_per_step
+
+    @property
+    def sweep(self) -> tuple[int, ...]:
+        """Numbers run by ``pingsbench sweep`` (each also with ``@exact``): those of :data:`SWEEP_NFE` it can take."""
+        return tuple(number for number in map(self.number_for_nfe, SWEEP_NFE) if number is not None)
 
     def steps(self, number: int) -> int:
         """Solver steps for the number in a name (``ddim-50`` → 50, ``dpm-solver-2-20`` → 10).
@@ -119,32 +148,37 @@ class EDMHeunSpec(SolverSpec):
         steps = self.steps(number)
         return (edm_heun if number % 2 else dpm_solver_heun), steps, number
 
+    def number_for_nfe(self, nfe: int) -> int | None:
+        """Any NFE ≥ 2 (odd ones are Alg. 1 proper)."""
+        return nfe if nfe >= 2 else None
+
 
 SPECS = (
     SolverSpec("ddim", ddim, 1, False, "time_uniform",
                "deterministic DDIM (η = 0), steps uniform in t as in PINGS §5.4.1; NFE = steps",
-               defaults=(50,), sweep=(5, 10, 20, 50)),
+               defaults=(50,)),
     SolverSpec("dpm-solver-heun", dpm_solver_heun, 2, False, "logSNR",
                "Heun (2nd order) on the probability-flow ODE in y = x/α, ρ = σ/α, nodes uniform in "
-               "log-SNR (the paper's 'DPM-Solver'); NFE = 2 × steps",
-               defaults=(10, 20), sweep=(3, 5, 10, 25)),
+               "log-SNR (the paper's 'DPM-Solver'); NFE = 2 × steps (its sweep skips odd NFE)",
+               defaults=(10, 20)),
     SolverSpec("dpm-solver-2", dpm_solver_2, 2, True, "logSNR",
-               "singlestep DPM-Solver-2 (r = ½), nodes uniform in log-SNR; the number is the NFE (even)",
-               defaults=(20,), sweep=(6, 10, 20, 50)),
+               "singlestep DPM-Solver-2 (r = ½), nodes uniform in log-SNR; the number is the NFE (even; its sweep "
+               "skips odd NFE)",
+               defaults=(20,)),
     SolverSpec("dpm-solver++-2m", dpm_solver_pp_2m, 1, True, "logSNR",
                "multistep DPM-Solver++(2M), data prediction, nodes uniform in log-SNR; the number is the NFE",
-               defaults=(20,), sweep=(5, 10, 20, 50)),
+               defaults=(20,)),
     SolverSpec("dpm-solver++-3m", dpm_solver_pp_3m, 1, True, "logSNR",
                "multistep DPM-Solver++(3M), data prediction, nodes uniform in log-SNR; the number is the NFE",
-               defaults=(), sweep=(3, 4, 5, 6, 8, 10, 15, 20)),
+               defaults=()),
     SolverSpec("unipc", unipc, 1, True, "logSNR",
                "UniPC-bh2: 2nd-order predictor and corrector (3rd order), data prediction, nodes uniform in "
                "log-SNR; the number is the NFE",
-               defaults=(), sweep=(3, 4, 5, 6, 8, 10, 15, 20)),
+               defaults=()),
     SolverSpec("ipndm", ipndm, 1, True, "karras",
                "iPNDM: Adams–Bashforth up to 4th order with lower-order warm start, EDM's Karras nodes (ρ = 7); "
                "the number is the NFE",
-               defaults=(), sweep=(3, 4, 5, 6, 8, 10, 15, 20)),
+               defaults=()),
 )
 
 #: EDM's Heun sampler; kept apart from :data:`SPECS`, whose NFE must be a multiple of the calls per step.
@@ -152,12 +186,12 @@ EDM_HEUN = EDMHeunSpec(
     "edm-heun", edm_heun, 2, True, "karras",
     "EDM's Heun sampler on Karras noise levels (ρ = 7); the number is the NFE: odd = 2·steps - 1 "
     "(Karras et al. Alg. 1, last step Euler to σ = 0), even = 2·steps (Heun steps only, ends at t = 1/T)",
-    defaults=(), sweep=(3, 4, 5, 6, 8, 10, 15, 20),
+    defaults=(),
 )
 
 
 class DiffusionSampler(Sampler):
-    """One solver at a fixed step count on one ε-predictor.
+    """One solver at a fixed step count on one ε-predictor and one time schedule.
 
     Args:
         name: Registry name, e.g. ``"ddim-50@exact"``.
@@ -166,19 +200,32 @@ class DiffusionSampler(Sampler):
         variant: Key of :data:`VARIANTS`.
         solver: The solver function (default ``spec.solver``).
         nfe: Network calls per sample (default ``n_steps × spec.calls_per_step``).
+        schedule: ``""`` (the family's ``spec.spacing``) or one of :data:`SCHEDULE_SUFFIXES`.
+
+    Raises:
+        ValueError: Unknown ``schedule`` (the message lists the allowed ones).
     """
 
     def __init__(
         self, name: str, spec: SolverSpec, n_steps: int, variant: str, solver: Solver | None = None,
-        nfe: int | None = None,
+        nfe: int | None = None, schedule: str = "",
     ) -> None:
+        if schedule and schedule not in SCHEDULE_SUFFIXES:
+            raise ValueError(
+                f"unknown schedule '+{schedule}'; a solver name takes +" + ", +".join(SCHEDULE_SUFFIXES)
+                + " or none (the family's own spacing)"
+            )
         self.name = name
         self.spec = spec
         self.n_steps = n_steps
         self.variant = variant
         self.solver = solver or spec.solver
         self.nfe = n_steps * spec.calls_per_step if nfe is None else nfe
-        self.description = f"{spec.description}; {n_steps} steps on ε = {VARIANTS[variant]}"
+        self.schedule = schedule
+        #: The fixed spacing, or where the learned schedule starts from.
+        self.spacing = SCHEDULES.get(schedule, spec.spacing)
+        nodes = f"nodes learned from {self.spacing}" if schedule == LEARNED else f"{self.spacing} nodes"
+        self.description = f"{spec.description}; {n_steps} steps on ε = {VARIANTS[variant]}, {nodes}"
 
     def check(self, target: Target) -> None:
         if self.variant == "exact" and not target.has("noised_score"):
@@ -189,13 +236,20 @@ class DiffusionSampler(Sampler):
 
     def fit(self, target: Target, ctx: FitContext) -> SampleFn:
         if self.variant == "exact":
-            eps_model = ExactEps(target)
+            eps_model, eps_key = ExactEps(target), {"kind": "exact"}
         else:
-            eps_model = get_epsnet(target, ctx, activation=self.variant or "tanh")
-        ts = timesteps(eps_model.schedule, self.n_steps, self.spec.spacing).to(ctx.device)
+            activation = self.variant or "tanh"
+            eps_model = get_epsnet(target, ctx, activation=activation)
+            eps_key = {"kind": "epsnet", **epsnet_config(ctx, activation)}
+        if self.schedule == LEARNED:
+            learned = get_learned_schedule(target, ctx, eps_model, eps_key, self.solver, self.n_steps, self.spacing)
+            with torch.no_grad():
+                ts = learned().to(ctx.device)
+        else:
+            ts = timesteps(eps_model.schedule, self.n_steps, self.spacing).to(ctx.device)
         ctx.artifacts.update(
             {"eps": VARIANTS[self.variant], "solver": self.spec.prefix, "steps": self.n_steps,
-             "spacing": self.spec.spacing}
+             "spacing": self.spacing, "schedule": self.schedule or "default", "nodes": ts.tolist()}
         )
         solver = self.solver
 
@@ -208,20 +262,28 @@ class DiffusionSampler(Sampler):
 
 
 class DiffusionSolverFamily(SamplerFamily):
-    """``<prefix>-<number>[@exact|@silu]`` for one :class:`SolverSpec`."""
+    """``<prefix>-<number>[+<schedule>][@exact|@silu]`` for one :class:`SolverSpec` (grammar: module docstring)."""
 
     def __init__(self, spec: SolverSpec) -> None:
         self.spec = spec
         number = "nfe" if spec.counts_nfe else "steps"
-        self.pattern = f"{spec.prefix}-<{number}>[@exact|@silu]"
-        self.regex = re.compile(rf"{re.escape(spec.prefix)}-(?P<number>\d+)(?:@(?P<variant>exact|silu))?")
-        self.description = spec.description
+        schedules = "|".join(f"+{suffix}" for suffix in SCHEDULE_SUFFIXES)
+        self.pattern = f"{spec.prefix}-<{number}>[{schedules}][@exact|@silu]"
+        # Any "+…" is captured so that a misspelt schedule gets its own message, not "unknown sampler".
+        self.regex = re.compile(
+            rf"{re.escape(spec.prefix)}-(?P<number>\d+)(?:\+(?P<schedule>[^@]*))?(?:@(?P<variant>exact|silu))?"
+        )
+        default = next(suffix for suffix, spacing in SCHEDULES.items() if spacing == spec.spacing)
+        self.description = f"{spec.description}; +<schedule> picks the nodes (default +{default})"
         self.defaults = tuple(f"{spec.prefix}-{k}{s}" for k in spec.defaults for s in ("", "@exact"))
         self.sweep = tuple(f"{spec.prefix}-{k}{s}" for s in ("", "@exact") for k in spec.sweep)
 
     def build(self, name: str, match: re.Match[str]) -> Sampler:
         solver, steps, nfe = self.spec.plan(int(match["number"]))
-        return DiffusionSampler(name, self.spec, steps, match["variant"] or "", solver, nfe)
+        schedule = match["schedule"]
+        if schedule == "":
+            raise ValueError(f"'+' needs a schedule: +{', +'.join(SCHEDULE_SUFFIXES)}")
+        return DiffusionSampler(name, self.spec, steps, match["variant"] or "", solver, nfe, schedule or "")
 
 
 @hookimpl

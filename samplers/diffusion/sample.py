@@ -163,13 +163,13 @@ def dpm_solver_pp_3m(eps_model: nn.Module, x: Tensor, ts: Tensor) -> Tensor:
             x = x + data_coef * half_over_r * (history[0] - history[1])
         elif len(history) == 3:
             r0, r1 = (lam[i] - lam[i - 1]) / h, (lam[i - 1] - lam[i - 2]) / h
-            d1_coef, d2_coef, inv_r0, inv_r1, inv_r01 = nodes.cast(
+            d1_coef, d2_coef, r0_cast, inv_r0, inv_r1, inv_r01 = nodes.cast(
                 nodes.alpha[i + 1] * (em1 / h + 1), -nodes.alpha[i + 1] * ((em1 + h) / h**2 - 0.5),
-                1 / r0, 1 / r1, 1 / (r0 + r1),
+                r0, 1 / r0, 1 / r1, 1 / (r0 + r1),
             )
             d1_0, d1_1 = inv_r0 * (history[0] - history[1]), inv_r1 * (history[1] - history[2])
             d2 = inv_r01 * (d1_0 - d1_1)  # D1 = D1_0 + r0·D2
-            x = x + d1_coef * (d1_0 + r0.item() * d2) + d2_coef * d2
+            x = x + d1_coef * (d1_0 + r0_cast * d2) + d2_coef * d2  # differentiable in the nodes (learned schedules)
     return x
 
 

@@ -15,9 +15,14 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 SPACINGS = ("logSNR", "time_uniform", "time_quadratic", "karras")
+
+#: Schedule suffix of a solver's name (``ddim-8+karras``) → :func:`timesteps` spacing.
+SCHEDULES = {"uniform": "time_uniform", "logsnr": "logSNR", "karras": "karras"}
+#: Schedule suffix of the learned schedule (:class:`LearnedSchedule`, trained in :mod:`.train`).
+LEARNED = "ld3"
 
 #: Karras et al. (2022) ρ: their nodes are uniform in ``(σ/α)^{1/ρ}``.
 KARRAS_RHO = 7.0
@@ -170,3 +175,40 @@ def timesteps(
     # Pin the ends exactly (the λ round trip is only exact to round-off).
     ts[0], ts[-1] = t_start, t_end
     return ts
+
+
+class LearnedSchedule(nn.Module):
+    """Solver nodes whose ``N - 1`` interior points are free parameters (LD3 / Align-Your-Steps spirit).
+
+    The ``N`` log-SNR increments between ``λ(t_start)`` and ``λ(t_end)`` are the softmax of
+    ``logits`` times their total, so the nodes stay strictly ordered and the ends stay fixed
+    whatever the weights.  The logits start at the log increments of ``start`` (the solver's
+    own spacing), so an untrained schedule reproduces it.  Trained by
+    :func:`~.train.get_learned_schedule`.
+
+    Args:
+        schedule: The noise schedule (``λ`` and its inverse).
+        start: Starting nodes ``t_0 > … > t_N``, shape ``(N + 1,)``, e.g. from :func:`timesteps`.
+
+    Raises:
+        ValueError: ``start`` is not a decreasing 1-D tensor of at least two nodes.
+    """
+
+    def __init__(self, schedule: DiscreteVPSchedule, start: Tensor) -> None:
+        super().__init__()
+        if start.ndim != 1 or len(start) < 2 or not bool((start[1:] < start[:-1]).all()):
+            raise ValueError("start must be a 1-D decreasing tensor of at least two nodes")
+        self.schedule = schedule
+        self.t_start, self.t_end = float(start[0]), float(start[-1])
+        increments = torch.diff(schedule.lambda_(start.to(torch.float64)))
+        #: Log-SNR increments up to a common constant, shape ``(N,)``.
+        self.logits = nn.Parameter(torch.log(increments / increments.sum()))
+
+    def forward(self) -> Tensor:
+        """The nodes ``t_0 = t_start > … > t_N = t_end``, shape ``(N + 1,)``, float64, differentiable in the logits."""
+        kw = {"dtype": torch.float64, "device": self.logits.device}
+        lam_start, lam_end = self.schedule.lambda_(torch.tensor([self.t_start, self.t_end], **kw))
+        fractions = torch.softmax(self.logits.to(torch.float64), 0).cumsum(0)[:-1]
+        interior = self.schedule.t_from_lambda(lam_start + (lam_end - lam_start) * fractions)
+        # The ends exactly (the λ round trip is only exact to round-off).
+        return torch.cat([torch.tensor([self.t_start], **kw), interior, torch.tensor([self.t_end], **kw)])

@@ -1,7 +1,9 @@
-"""Training of the ε-net (PINGS §5.4.1, the DDPM objective) and the cached ε-net every solver shares."""
+"""Training of the ε-net (PINGS §5.4.1, the DDPM objective) and the cached ε-net every solver shares,
+and of the learned solver schedules (``+ld3``)."""
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Mapping
 
@@ -12,7 +14,8 @@ from tqdm.auto import tqdm
 from bench.contracts import FitContext, Target
 
 from .model import EpsNet, ExactEps
-from .schedule import DiscreteVPSchedule
+from .sample import Solver, dpm_solver_pp_2m, edm_heun
+from .schedule import DiscreteVPSchedule, LearnedSchedule, timesteps
 
 #: Training budgets per profile (PINGS §5.4.1: 20 000 steps at batch 2048 for ``paper``).
 EPSNET_BUDGETS: Mapping[str, Mapping[str, int]] = {
@@ -89,6 +92,20 @@ def epsnet_error(
     }
 
 
+def epsnet_architecture(activation: str = "tanh") -> dict[str, Any]:
+    """Keyword arguments of :class:`EpsNet` besides ``dim`` and ``schedule`` (PINGS §5.4.1: 6 × 128)."""
+    return {"hidden": 128, "depth": 6, "emb_dim": 64, "activation": activation}
+
+
+def epsnet_config(ctx: FitContext, activation: str = "tanh") -> dict[str, Any]:
+    """The ε-net's cache config (schedule, architecture, optimiser, the profile's budget): JSON-able.
+
+    Also what identifies the ε-net in the cache key of a model built on it (a learned schedule).
+    """
+    return {"version": 1, "schedule": DiscreteVPSchedule().config(), **epsnet_architecture(activation),
+            **OPTIMISER, **ctx.profile.pick(EPSNET_BUDGETS)}
+
+
 def get_epsnet(target: Target, ctx: FitContext, activation: str = "tanh") -> EpsNet:
     """The ε-net for ``target``, trained once per (target, profile, seed, activation) and cached.
 
@@ -97,12 +114,141 @@ def get_epsnet(target: Target, ctx: FitContext, activation: str = "tanh") -> Eps
     """
     schedule = DiscreteVPSchedule()
     budget = ctx.profile.pick(EPSNET_BUDGETS)
-    architecture = {"hidden": 128, "depth": 6, "emb_dim": 64, "activation": activation}
-    config = {"version": 1, "schedule": schedule.config(), **architecture, **OPTIMISER, **budget}
     return ctx.cached_model(
         "epsnet",
         target,
-        config,
-        build=lambda: EpsNet(target.dim, schedule, **architecture),
+        epsnet_config(ctx, activation),
+        build=lambda: EpsNet(target.dim, schedule, **epsnet_architecture(activation)),
         train=lambda model: train_epsnet(model, target, ctx, **budget),
+    )
+
+
+#: Learned-schedule budgets per profile: ``iterations`` Adam steps on one ``batch`` of prior draws, whose
+#: targets are a ``teacher_steps``-step DPM-Solver++(2M) solve; ``heldout`` fresh draws evaluate it.
+SCHEDULE_BUDGETS: Mapping[str, Mapping[str, int]] = {
+    "smoke": {"iterations": 15, "batch": 256, "teacher_steps": 20, "heldout": 512},
+    "quick": {"iterations": 100, "batch": 512, "teacher_steps": 100, "heldout": 4096},
+    "paper": {"iterations": 400, "batch": 2048, "teacher_steps": 200, "heldout": 8192},
+}
+#: Adam's learning rate on the logits of :class:`~.schedule.LearnedSchedule`.
+SCHEDULE_LR = 0.05
+
+
+def teacher_solve(eps_model: nn.Module, z: Tensor, steps: int, denoise: bool) -> Tensor:
+    """Many-step reference solve: DPM-Solver++(2M) on log-SNR-uniform nodes from ``t = 1`` to ``t = 1/T``.
+
+    Args:
+        eps_model: ε-predictor with a ``schedule``.
+        z: Prior draws ``x_T``, shape ``(n, d)``.
+        steps: Teacher steps (network calls).
+        denoise: Return the data prediction at ``t = 1/T`` (what solvers ending at σ = 0 return, e.g.
+            :func:`~.sample.edm_heun`) instead of the state there; one more call.
+
+    Returns:
+        The endpoints, shape ``(n, d)``.
+    """
+    schedule = eps_model.schedule
+    x = dpm_solver_pp_2m(eps_model, z, timesteps(schedule, steps, "logSNR").to(z.device))
+    if not denoise:
+        return x
+    t_end = torch.full((len(x),), schedule.t_min, device=x.device, dtype=x.dtype)
+    alpha, sigma = schedule.alpha(t_end)[:, None], schedule.sigma(t_end)[:, None]
+    return (x - sigma * eps_model(x, t_end)) / alpha
+
+
+def schedule_loss(solver: Solver, eps_model: nn.Module, nodes: Tensor, z: Tensor, reference: Tensor) -> Tensor:
+    """Mean squared distance ``E|solver(z; nodes) - reference|²`` over the batch (0-d, differentiable)."""
+    return (solver(eps_model, z, nodes) - reference).square().sum(1).mean()
+
+
+def train_schedule(
+    module: LearnedSchedule, solver: Solver, eps_model: nn.Module, target: Target, ctx: FitContext,
+    labels: tuple[str, ...], iterations: int, batch: int, teacher_steps: int, heldout: int,
+) -> dict[str, Any]:
+    """Fit ``module``'s logits by gradient through the solve so its endpoints match the teacher's.
+
+    The training batch and the held-out batch are prior draws from two different generator
+    streams (``ctx.generator("ld3-train", *labels)`` and ``ctx.generator("ld3-heldout", *labels)``).
+    The best iterate on the training batch is kept, so the result is never worse there than the
+    starting schedule.
+
+    Returns:
+        ``history`` (step, training loss), ``train_loss_start``/``train_loss`` and
+        ``heldout_loss_start``/``heldout_loss`` (the loss of the starting and the learned schedule
+        on each batch) and the learned ``nodes``.
+    """
+    dtype = ctx.dtype
+
+    def draws(stream: str, n: int) -> tuple[Tensor, Tensor]:
+        generator = ctx.generator(stream, *labels)
+        z = torch.randn(n, target.dim, generator=generator, device=generator.device, dtype=dtype)
+        with torch.no_grad():
+            return z, teacher_solve(eps_model, z, teacher_steps, denoise=solver is edm_heun)
+
+    z_train, x_train = draws("ld3-train", batch)
+    z_heldout, x_heldout = draws("ld3-heldout", heldout)
+    with torch.no_grad():
+        start_nodes = module().detach()
+        heldout_start = float(schedule_loss(solver, eps_model, start_nodes, z_heldout, x_heldout))
+    optimiser = torch.optim.Adam(module.parameters(), lr=SCHEDULE_LR)
+    history: dict[str, list[float]] = {"step": [], "loss": []}
+    best_loss, best_logits = math.inf, module.logits.detach().clone()
+    for step in range(iterations + 1):  # the last pass only evaluates the last update
+        loss = schedule_loss(solver, eps_model, module(), z_train, x_train)
+        value = float(loss.detach())
+        history["step"].append(step)
+        history["loss"].append(value)
+        if value < best_loss:
+            best_loss, best_logits = value, module.logits.detach().clone()
+        if step == iterations:
+            break
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+    with torch.no_grad():
+        module.logits.copy_(best_logits)
+        nodes = module()
+        heldout_loss = float(schedule_loss(solver, eps_model, nodes, z_heldout, x_heldout))
+    return {
+        "history": history,
+        "train_loss_start": history["loss"][0],
+        "train_loss": best_loss,
+        "heldout_loss_start": heldout_start,
+        "heldout_loss": heldout_loss,
+        "nodes": nodes.tolist(),
+    }
+
+
+def get_learned_schedule(
+    target: Target, ctx: FitContext, eps_model: nn.Module, eps_key: Mapping[str, Any], solver: Solver,
+    steps: int, start_spacing: str,
+) -> LearnedSchedule:
+    """The learned nodes of one solver at one step count on one ε-predictor, trained once and cached.
+
+    Args:
+        target: The target (its prior dimension; part of the cache key).
+        ctx: Device, dtype, seed, budget and cache.
+        eps_model: The ε-predictor the solver runs on; the teacher solve uses it too.
+        eps_key: JSON-able facts identifying ``eps_model`` (part of the cache key), e.g.
+            ``{"kind": "exact"}`` or the ε-net's config.
+        solver: The solver (:mod:`.sample`); its name is part of the key.
+        steps: Solver steps ``N`` (``N + 1`` nodes, ``N - 1`` of them free).
+        start_spacing: The :func:`~.schedule.timesteps` spacing the logits start from.
+
+    Returns:
+        The trained :class:`~.schedule.LearnedSchedule` (call it for the nodes).
+    """
+    schedule = eps_model.schedule
+    budget = ctx.profile.pick(SCHEDULE_BUDGETS)
+    config = {
+        "version": 1, "eps": dict(eps_key), "solver": solver.__name__, "steps": steps, "start": start_spacing,
+        "teacher": "dpm-solver++-2m, logSNR", "lr": SCHEDULE_LR, **budget,
+    }
+    labels = (target.name, solver.__name__, str(steps), json.dumps(config["eps"], sort_keys=True))
+    return ctx.cached_model(
+        "ld3-schedule",
+        target,
+        config,
+        build=lambda: LearnedSchedule(schedule, timesteps(schedule, steps, start_spacing)),
+        train=lambda module: train_schedule(module, solver, eps_model, target, ctx, labels, **budget),
     )
