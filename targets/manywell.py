@@ -51,7 +51,8 @@ class DoubleWell1D:
 
     def log_unnormalised(self, x):
         """``a x + b x² - c x⁴`` (numpy or torch, elementwise)."""
-        return self.a * x + self.b * x**2 - self.c * x**4
+        square = x * x
+        return self.a * x + self.b * square - self.c * square * square
 
     def _log_proposal(self, x: np.ndarray) -> np.ndarray:
         s = self.proposal_std
@@ -78,7 +79,7 @@ class DoubleWell1D:
 
     def grad_log(self, x: Tensor) -> Tensor:
         """``d/dx log p(x) = a + 2b x - 4c x³``."""
-        return self.a + 2 * self.b * x - 4 * self.c * x**3
+        return self.a + (2 * self.b - 4 * self.c * x * x) * x
 
 
 class ManyWell(Target):
