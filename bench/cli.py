@@ -92,9 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                              formatter_class=HelpFormatter)
         run.add_argument("--samplers", help="comma-separated names or family patterns as `list` prints them "
                                             "(default: all registered defaults; for sweep, all sweeps)")
-        run.add_argument("--targets", help="comma-separated names or family patterns as `list` prints them; "
-                                           "'all' adds every family's defaults (default: the default targets, "
-                                           "gmm3d and dho)")
+        run.add_argument("--targets", help="comma-separated names or family patterns as `list` prints them "
+                                           "(a pattern selects its defaults); 'all': every target and every "
+                                           "family's defaults (default: the default targets, gmm3d and dho)")
         run.add_argument("--profile", default=DEFAULT_PROFILE, choices=list(PROFILES), help="training budget")
         run.add_argument("--n", type=int, help="generated and held-out points per pair, ≥ 2 (default: profile's)")
         run.add_argument("--repeats", type=int, default=5, help="timed calls per pair, ≥ 1")
@@ -160,7 +160,8 @@ def cmd_list(registry: Registry, as_json: bool) -> int:
         print(json.dumps({"targets": targets, "samplers": samplers, "broken": broken,
                           "disabled": registry.disabled}, indent=2))
         return EXIT_OK
-    print("Targets (a <d> pattern accepts any dimension, e.g. gmm-16; --targets all adds every family's defaults)")
+    print("Targets (a <d> pattern accepts any dimension, e.g. gmm-16; --targets all adds every family's "
+          "defaults)")
     print(tabulate([[t["name"], "d" if t["dim"] is None else t["dim"], t["source"],
                      t["description"] + (f" (defaults: {', '.join(t['defaults'])})" if t.get("defaults") else "")]
                     for t in targets],
