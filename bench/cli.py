@@ -30,6 +30,7 @@ from bench.validation import (
     load_results,
     parse_names,
     select_samplers,
+    select_targets,
 )
 
 EXIT_OK, EXIT_FAILED_ROWS = 0, 1
@@ -91,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                              formatter_class=HelpFormatter)
         run.add_argument("--samplers", help="comma-separated names or family patterns as `list` prints them "
                                             "(default: all registered defaults; for sweep, all sweeps)")
-        run.add_argument("--targets", help="comma-separated names (default: all)")
+        run.add_argument("--targets", help="comma-separated names or family patterns as `list` prints them "
+                                           "(a pattern selects its defaults); 'all': every target and every "
+                                           "family's defaults (default: the default targets, gmm3d and dho)")
         run.add_argument("--profile", default=DEFAULT_PROFILE, choices=list(PROFILES), help="training budget")
         run.add_argument("--n", type=int, help="generated and held-out points per pair, ≥ 2 (default: profile's)")
         run.add_argument("--repeats", type=int, default=5, help="timed calls per pair, ≥ 1")
@@ -144,6 +147,9 @@ def cmd_list(registry: Registry, as_json: bool) -> int:
 
     targets = [{"name": n, "dim": e.obj.dim, "source": e.source, "description": e.obj.description}
                for n, e in registry.targets.items()]
+    targets += [{"name": p, "dim": None, "source": e.source, "description": e.obj.description,
+                 "defaults": list(e.obj.defaults)}
+                for p, e in registry.target_families.items()]
     samplers = [{"name": n, "source": e.source, "description": e.obj.description} for n, e in registry.samplers.items()]
     samplers += [{"name": p, "source": e.source, "description": e.obj.description, "defaults": list(e.obj.defaults),
                   "sweep": list(e.obj.sweep)}
@@ -154,8 +160,11 @@ def cmd_list(registry: Registry, as_json: bool) -> int:
         print(json.dumps({"targets": targets, "samplers": samplers, "broken": broken,
                           "disabled": registry.disabled}, indent=2))
         return EXIT_OK
-    print("Targets")
-    print(tabulate([[t["name"], t["dim"], t["source"], t["description"]] for t in targets],
+    print("Targets (a <d> pattern accepts any dimension, e.g. gmm-16; --targets all adds every family's "
+          "defaults)")
+    print(tabulate([[t["name"], "d" if t["dim"] is None else t["dim"], t["source"],
+                     t["description"] + (f" (defaults: {', '.join(t['defaults'])})" if t.get("defaults") else "")]
+                    for t in targets],
                    headers=["name", "dim", "source", "description"]))
     print("\nSamplers (a <…> pattern accepts any value, e.g. ddim-7; as --samplers it selects the family)")
     print(tabulate([[s["name"], s["source"], s["description"]] for s in samplers],
@@ -174,7 +183,7 @@ def cmd_run(args: argparse.Namespace, registry: Registry, sweep: bool) -> int:
 
     check_options(args)
     samplers = select_samplers(parse_names(args.samplers, "--samplers"), registry, sweep)
-    targets = list(dict.fromkeys(parse_names(args.targets, "--targets") or registry.targets))
+    targets = select_targets(parse_names(args.targets, "--targets"), registry)
     profile = get_profile(args.profile)
     config = RunConfig(
         samplers=samplers,

@@ -5,6 +5,8 @@ through the classes below, which plugins subclass:
 
 * :class:`Target` – a distribution with exact seeded sampling and, optionally,
   its log-density, score and the closed-form score of its VP-noised version.
+* :class:`TargetFamily` – a parametrised set of targets resolved by name, e.g.
+  ``gmm-<d>`` for a mixture in any dimension.
 * :class:`Sampler` – fitted once per target through a :class:`FitContext`
   (which owns device, dtype, seed, training budget and the model cache) and
   returning a :data:`SampleFn` that draws ``n`` points from a seeded generator.
@@ -83,6 +85,9 @@ class Target(abc.ABC):
     description: str = ""
     #: Specs of the metrics returned by :meth:`extra_metrics`.
     metric_specs: Sequence[MetricSpec] = ()
+    #: Whether the target runs when ``--targets`` is not given; set ``False`` for targets that
+    #: run only when named (or with ``--targets all``).  Not part of :meth:`fingerprint`.
+    in_default_run: bool = True
 
     @abc.abstractmethod
     def sample(self, n: int, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -127,8 +132,8 @@ class Target(abc.ABC):
 
         Default: ``{"name", "dim", "state"}``, where ``state`` is a SHA-256 digest of
         the target's public attributes (instance attributes and public class data
-        attributes not starting with ``_``; ``description`` and ``metric_specs``
-        excluded): change a parameter and every model trained on the target is
+        attributes not starting with ``_``; ``description``, ``metric_specs`` and
+        ``in_default_run`` excluded): change a parameter and every model trained on the target is
         retrained.  Tensors, arrays, numbers, strings and nested containers of those
         hash (see :mod:`bench.identity`).  Override (e.g. extend
         ``super().fingerprint()``) when the distribution also depends on something
@@ -255,6 +260,73 @@ class SamplerFamily(abc.ABC):
     def resolve(self, name: str) -> Sampler | None:
         match = self.regex.fullmatch(name)
         return self.build(name, match) if match else None
+
+
+class TargetFamily(abc.ABC):
+    """A parametrised set of targets resolved by name, e.g. ``gmm-<d>`` where the number is the dimension.
+
+    The counterpart of :class:`SamplerFamily`: any value the family accepts can be
+    named from the CLI (``--targets gmm-16``) without code.  :attr:`defaults` are the
+    members that ``--targets all`` (or the pattern itself, ``--targets 'gmm-<d>'``)
+    runs; a plain run without ``--targets`` runs only the concrete targets whose
+    :attr:`Target.in_default_run` is set.
+
+    Names must not overlap: a family whose regex matches another family's
+    ``defaults`` is refused at start-up, naming both distributions.  A concrete
+    target whose name the family also matches is the same target when the family
+    builds an identical distribution for it (equal :meth:`Target.fingerprint`) and
+    a conflict otherwise.
+    """
+
+    #: Human-readable pattern shown by ``pingsbench list``, e.g. ``"gmm-<d>"``.
+    pattern: str
+    #: Regex with named groups matched against requested target names.
+    regex: re.Pattern[str]
+    description: str = ""
+    #: Members (matching :attr:`regex`) that ``--targets all`` and ``--targets '<pattern>'`` run.
+    defaults: Sequence[str] = ()
+
+    @abc.abstractmethod
+    def build(self, name: str, match: re.Match[str]) -> Target:
+        """Create the target called ``name`` (already matched by :attr:`regex`); its ``name`` must be ``name``.
+
+        Building the same name twice must give the same distribution (same
+        :meth:`Target.fingerprint`): ``gmm-16`` is one distribution everywhere.
+
+        Raises:
+            ValueError: The matched values break the family's rule (an odd dimension
+                for ``manywell-<d>``).  The message is the rule in one line, e.g.
+                ``"manywell-<d> takes an even d ≥ 2, got 7"``; the CLI prints it as a
+                usage error (exit status 2) before any work.
+        """
+
+    def resolve(self, name: str) -> Target | None:
+        match = self.regex.fullmatch(name)
+        return self.build(name, match) if match else None
+
+
+def parse_dimension(match: re.Match[str], pattern: str, minimum: int = 1, *, even: bool = False,
+                    maximum: int = 4096) -> int:
+    """The dimension in a family member's name (named group ``d``), checked against the family's rule.
+
+    Args:
+        match: The family regex's match; its group ``d`` holds decimal digits.
+        pattern: The family's pattern, for the message (``"gmm-<d>"``).
+        minimum: Smallest dimension the family takes.
+        even: Whether the dimension must be even.
+        maximum: Largest dimension the family takes (memory grows with d²).
+
+    Raises:
+        ValueError: Leading zeros (``gmm-08`` would be a second name of ``gmm-8``), a value
+            out of range, or an odd one where even is required; one line with the rule.
+    """
+    text = match.group("d")
+    rule = (f"{pattern} takes {'an even' if even else 'a'} d with {minimum} ≤ d ≤ {maximum}, "
+            f"written without leading zeros")
+    value = int(text)
+    if text != str(value) or not minimum <= value <= maximum or (even and value % 2):
+        raise ValueError(f"{rule}, got {text}")
+    return value
 
 
 @dataclasses.dataclass

@@ -33,7 +33,9 @@ def register_targets(register: Callable[["Target"], None]) -> None:
 
     Args:
         register: Call once per :class:`bench.contracts.Target` instance.
-            Names must be unique across all plugins.
+            Names must be unique across all plugins.  Parametrised families
+            (``gmm-<d>``) register a :class:`bench.contracts.TargetFamily`
+            instead, which resolves names on demand.
     """
 
 

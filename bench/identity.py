@@ -5,8 +5,8 @@ cache key contains the target's :meth:`~bench.contracts.Target.fingerprint`.
 By default that is the target's name, dimension and a SHA-256 digest of its
 *public state*: every instance attribute and every public data attribute of
 its class (and of its base classes below :class:`~bench.contracts.Target`)
-whose name does not start with ``_``, except ``description`` and
-``metric_specs``, which do not change the distribution.  Change a mean, a
+whose name does not start with ``_``, except ``description``,
+``metric_specs`` and ``in_default_run``, which do not change the distribution.  Change a mean, a
 weight or a grid size and every model trained on the target gets a new id.
 
 What can be hashed (recursively): ``None``, bools, ints, floats, complex
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from bench.contracts import Target
 
 #: Public attributes that describe a target without changing its distribution.
-EXCLUDED_ATTRIBUTES = frozenset({"description", "metric_specs"})
+EXCLUDED_ATTRIBUTES = frozenset({"description", "metric_specs", "in_default_run"})
 
 
 class UnhashableStateError(PluginError):

@@ -34,7 +34,9 @@ BUILTIN_SOURCE = "pingsbench (built-in)"
 BUILTIN_DISTRIBUTION = "pingsbench"
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
-    "targets.gmm",
+    "targets.mixtures",
+    "targets.funnel",
+    "targets.manywell",
     "targets.dho",
     "samplers.reference.plugin",
     "samplers.diffusion.plugin",

@@ -6,6 +6,11 @@ matches, and two families where either one's ``defaults``/``sweep`` names are
 matched by the other's regex.  The plugin registering second is the one at
 fault.  A name that two families match only at resolution (``ddim-7`` beside
 a plugin family ``dd.*``) is the same error, raised by :meth:`Registry.sampler`.
+
+Target families (``gmm-<d>``) follow the same rules, with one difference: a
+concrete target whose name a target family also matches is one target, not a
+duplicate, as long as the family builds the same distribution for that name
+(equal fingerprints); the concrete registration then answers for it.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import functools
 import re
 from typing import Any, Callable, Generic, Iterable, TypeVar
 
-from bench.contracts import Sampler, SamplerFamily, Target
+from bench.contracts import Sampler, SamplerFamily, Target, TargetFamily
 from bench.errors import PluginError, UsageError
 from bench.identity import target_identity
 from bench.plugins import DISABLE_PLUGINS_ENV, BrokenPlugin, PluginManager, one_line
@@ -37,7 +42,7 @@ class UnknownNameError(UsageError, LookupError):
 
 
 class DuplicateNameError(PluginError):
-    """Two plugins claim one name: registered twice, or matched by two sampler families (names both)."""
+    """Two plugins claim one name: registered twice, or matched by two families (names both)."""
 
 
 class PluginContractError(PluginError, TypeError):
@@ -68,8 +73,12 @@ def _check_name(kind: str, obj: object, source: str) -> str:
     return name
 
 
-def _family_names(family: SamplerFamily) -> tuple[str, ...]:
-    return (*family.defaults, *family.sweep)
+def _family_names(family: SamplerFamily | TargetFamily) -> tuple[str, ...]:
+    return (*family.defaults, *getattr(family, "sweep", ()))
+
+
+#: ``--targets all`` runs every concrete target and every target family's defaults.
+ALL_TARGETS = "all"
 
 
 def _switch_off(entry: Entry[Any], which: str = "it") -> str:
@@ -80,15 +89,19 @@ class Registry:
     """All registered targets, samplers and sampler families, with their sources.
 
     Attributes:
-        targets: Target name → entry.
+        targets: Concrete target name → entry.
+        target_families: Target family pattern (``"gmm-<d>"``) → entry.
         samplers: Concrete sampler name → entry.
-        families: Family pattern (``"ddim-<steps>[+uniform|+logsnr|+karras|+ld3][@exact|@silu]"``) → entry.
+        families: Sampler family pattern (``"ddim-<steps>[+uniform|+logsnr|+karras|+ld3][@exact|@silu]"``) → entry.
         broken: Plugins left out by a non-strict build (see :meth:`from_plugin_manager`).
         disabled: Distributions switched off by ``$PINGSBENCH_DISABLE_PLUGINS``.
     """
 
     def __init__(self) -> None:
         self.targets: dict[str, Entry[Target]] = {}
+        self.target_families: dict[str, Entry[TargetFamily]] = {}
+        # family members built so far: one object per name, so every caller sees the same target
+        self._members: dict[str, Target] = {}
         self.samplers: dict[str, Entry[Sampler]] = {}
         self.families: dict[str, Entry[SamplerFamily]] = {}
         self.broken: list[BrokenPlugin] = []
@@ -157,29 +170,103 @@ class Registry:
 
     def remove_plugin(self, plugin: str) -> None:
         """Forget everything ``plugin`` registered."""
-        for table in (self.targets, self.samplers, self.families):
+        for table in (self.targets, self.target_families, self.samplers, self.families):
             for key in [key for key, entry in table.items() if entry.plugin == plugin]:
                 del table[key]
+        self._members.clear()
 
-    def add_target(self, target: Target, source: str, *, plugin: str = "", distribution: str = "") -> None:
-        """Register ``target``.
+    def add_target(
+        self, target: Target | TargetFamily, source: str, *, plugin: str = "", distribution: str = ""
+    ) -> None:
+        """Register a concrete target or a target family.
 
         Raises:
-            PluginContractError: Not a :class:`~bench.contracts.Target`, or without a name.
-            DuplicateNameError: The name is taken (names both sources).
+            PluginContractError: Neither a :class:`~bench.contracts.Target` nor a
+                :class:`~bench.contracts.TargetFamily`, no name, the reserved name
+                ``all``, or a family whose ``regex`` is not compiled or does not match
+                (or refuses) its own ``defaults``.
+            DuplicateNameError: The name is taken, two families overlap, or a family
+                builds another distribution under a concrete target's name (names both sources).
+            PluginError: The target's cache identity cannot be computed.
         """
+        entry = Entry(target, source, plugin, distribution or source)
+        if isinstance(target, TargetFamily):
+            self._check_target_family(entry)
+            self.target_families[target.pattern] = entry
+            return
         if not isinstance(target, Target):
             raise PluginContractError(f"{source} registered {target!r}, which is not a bench.contracts.Target",
-                                      [distribution or source])
+                                      [entry.distribution])
         name = _check_name("target", target, source)
+        if name == ALL_TARGETS:
+            raise PluginContractError(f"{source} registered a target named {ALL_TARGETS!r}, which --targets "
+                                      f"reserves for every target; rename it", [entry.distribution])
         if name in self.targets:
             raise DuplicateNameError(
                 f"target {name!r} is registered twice: by {self.targets[name].source} and by {source}",
-                [self.targets[name].distribution, distribution or source],
+                [self.targets[name].distribution, entry.distribution],
             )
         # a target whose cache identity cannot be computed stops start-up, naming its distribution
-        target_identity(target, source, [distribution or source])
-        self.targets[name] = Entry(target, source, plugin, distribution or source)
+        identity = target_identity(target, source, [entry.distribution])
+        for family in self.target_families.values():
+            self._check_same_member(family, name, identity, entry)
+        self.targets[name] = entry
+
+    def _check_same_member(self, family: Entry[TargetFamily], name: str, identity: dict[str, Any],
+                           concrete: Entry[Target]) -> None:
+        """A concrete target that ``family`` also builds must be the same distribution."""
+        try:
+            member = self._build_target(family, name)
+        except UsageError:  # the family refuses the value: the name is not one of its members
+            return
+        if member is not None and target_identity(member, family.source, [family.distribution]) != identity:
+            raise DuplicateNameError(
+                f"target {name!r} from {concrete.source} is also a member of the family {family.obj.pattern!r} "
+                f"from {family.source}, which builds another distribution under that name",
+                [family.distribution, concrete.distribution],
+            )
+
+    def _check_target_family(self, entry: Entry[TargetFamily]) -> None:
+        family, source = entry.obj, entry.source
+        pattern = getattr(family, "pattern", None)
+        if not isinstance(pattern, str) or not pattern:
+            raise PluginContractError(f"{source} registered the target family {family!r}, which has no pattern",
+                                      [entry.distribution])
+        if not isinstance(getattr(family, "regex", None), re.Pattern):
+            raise PluginContractError(f"target family {pattern!r} from {source}: regex must be a compiled "
+                                      f"re.Pattern, got {type(getattr(family, 'regex', None)).__name__}",
+                                      [entry.distribution])
+        stray = next((n for n in family.defaults if not isinstance(n, str) or not family.regex.fullmatch(n)), None)
+        if stray is not None:
+            raise PluginContractError(f"target family {pattern!r} from {source} lists {stray!r} in its defaults, "
+                                      f"which its own regex does not match", [entry.distribution])
+        if pattern in self.target_families:
+            previous = self.target_families[pattern]
+            raise DuplicateNameError(
+                f"target family {pattern!r} is registered twice: by {previous.source} and by {source}",
+                [previous.distribution, entry.distribution],
+            )
+        for other in self.target_families.values():
+            shared = next((n for n in family.defaults if other.obj.regex.fullmatch(n)), None) or next(
+                (n for n in other.obj.defaults if family.regex.fullmatch(n)), None
+            )
+            if shared is not None:
+                raise DuplicateNameError(
+                    f"target families {pattern!r} from {source} and {other.obj.pattern!r} from {other.source} "
+                    f"overlap: both match {shared!r}",
+                    [other.distribution, entry.distribution],
+                )
+        for name in family.defaults:  # a default that its own family refuses would break every `--targets all`
+            try:
+                self._build_target(entry, name)
+            except PluginError:
+                raise
+            except UsageError as exc:
+                raise PluginContractError(f"target family {pattern!r} from {source} lists {name!r} in its "
+                                          f"defaults but refuses it ({exc})", [entry.distribution]) from exc
+        for name, concrete in self.targets.items():
+            if family.regex.fullmatch(name):
+                self._check_same_member(entry, name, target_identity(concrete.obj), concrete)
 
     def add_sampler(
         self, sampler: Sampler | SamplerFamily, source: str, *, plugin: str = "", distribution: str = ""
@@ -263,15 +350,82 @@ class Registry:
                 )
 
     def target(self, name: str) -> Target:
-        """The target called ``name``.
+        """The target called ``name``: a concrete one first, then the one family whose pattern matches (``gmm-16``).
+
+        Family members are built once; later calls return the same object.
 
         Raises:
-            UnknownNameError: No such target (the message lists those registered).
+            UnknownNameError: No target or family has this name (the message lists those registered).
+            UsageError: The family does not take this value (``manywell-7``); the message is the family's rule.
+            DuplicateNameError: Two families match the name.
+            PluginError: The family's ``build`` failed otherwise, or built something that is not a
+                target of that name.
         """
-        try:
+        if name in self.targets:
             return self.targets[name].obj
-        except KeyError:
-            raise UnknownNameError("target", name, self.targets) from None
+        if name in self._members:
+            return self._members[name]
+        entry = self.target_family_of(name)
+        target = None if entry is None else self._build_target(entry, name)
+        if target is None:
+            members = [n for e in self.target_families.values() for n in e.obj.defaults]
+            raise UnknownNameError("target", name, [*self.targets, *self.target_families], examples=members)
+        return target
+
+    def target_family_of(self, name: str) -> Entry[TargetFamily] | None:
+        """The target family whose regex matches ``name``, if any.
+
+        Raises:
+            DuplicateNameError: Two families match ``name`` (names both distributions).
+        """
+        matches = [entry for entry in self.target_families.values() if entry.obj.regex.fullmatch(name)]
+        if len(matches) > 1:
+            first, second = matches[:2]
+            raise DuplicateNameError(
+                f"target {name!r} is matched by two families: {first.obj.pattern!r} from {first.source} and "
+                f"{second.obj.pattern!r} from {second.source}; {_switch_off(second, 'one')}",
+                [first.distribution, second.distribution],
+            )
+        return matches[0] if matches else None
+
+    def _build_target(self, entry: Entry[TargetFamily], name: str) -> Target | None:
+        if name in self._members:
+            return self._members[name]
+        family = entry.obj
+        try:
+            target = family.resolve(name)
+        except PluginError:
+            raise
+        except ValueError as exc:  # the family's rule for its values (TargetFamily.build)
+            raise UsageError(f"target {name!r} is not available: {str(exc).strip()}") from exc
+        except Exception as exc:
+            raise PluginError(
+                f"target family {family.pattern!r} from {entry.source} failed to build {name!r}: {one_line(exc)}; "
+                f"{_switch_off(entry)}",
+                [entry.distribution],
+            ) from exc
+        if target is None:
+            return None
+        if not isinstance(target, Target) or getattr(target, "name", None) != name:
+            raise PluginContractError(
+                f"target family {family.pattern!r} from {entry.source} built {target!r} for {name!r}, which is "
+                f"not a bench.contracts.Target named {name!r}; {_switch_off(entry)}",
+                [entry.distribution],
+            )
+        target_identity(target, entry.source, [entry.distribution])
+        self._members[name] = target
+        return target
+
+    def default_targets(self) -> list[str]:
+        """What a run without ``--targets`` runs: the concrete targets with ``in_default_run`` set."""
+        return [name for name, entry in self.targets.items() if getattr(entry.obj, "in_default_run", True)]
+
+    def all_targets(self) -> list[str]:
+        """What ``--targets all`` runs: every concrete target, then every target family's defaults."""
+        names = list(self.targets)
+        for entry in self.target_families.values():
+            names.extend(n for n in entry.obj.defaults if n not in names)
+        return names
 
     def family_of(self, name: str) -> Entry[SamplerFamily] | None:
         """The family whose regex matches ``name``, if any.
@@ -369,7 +523,7 @@ def _call_hookimpl(impl: Any, register: Callable[[Any], None]) -> None:
     returned = impl.function()
     if returned is None:
         return
-    if isinstance(returned, (Target, Sampler, SamplerFamily)):
+    if isinstance(returned, (Target, TargetFamily, Sampler, SamplerFamily)):
         returned = [returned]
     try:
         objects = list(returned)

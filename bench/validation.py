@@ -208,6 +208,28 @@ def select_samplers(names: Sequence[str] | None, registry: "Registry", sweep: bo
     return selected
 
 
+def select_targets(names: Sequence[str] | None, registry: "Registry") -> list[str]:
+    """Expand a ``--targets`` selection into target names (each once, in order).
+
+    ``None`` selects the default targets (:meth:`~bench.registry.Registry.default_targets`),
+    ``all`` every concrete target and every target family's defaults, and a family's
+    pattern as ``pingsbench list`` prints it (``'gmm-<d>'``) that family's defaults.
+    """
+    from bench.registry import ALL_TARGETS
+
+    if names is None:
+        return registry.default_targets()
+    selected: list[str] = []
+    for name in names:
+        family = registry.target_families.get(name)
+        if name == ALL_TARGETS:
+            expanded = registry.all_targets()
+        else:
+            expanded = [name] if family is None else list(family.obj.defaults)
+        selected.extend(n for n in expanded if n not in selected)
+    return selected
+
+
 def check_run_names(samplers: Sequence[str], targets: Sequence[str], registry: "Registry") -> None:
     """Every sampler and target name is registered, listed once, and (for families) buildable.
 

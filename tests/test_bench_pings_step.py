@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from samplers.diffusion import ExactEps
 from samplers.pings import KernelBankMMD, ProbabilityFlow, Recipe, ScoreGuidance
 from samplers.pings.train import draw_batch, training_step
-from targets.gmm import gmm3d
+from targets.mixtures import gmm3d
 
 BATCH = 2048
 BANDWIDTHS = (0.1, 0.2, 0.5, 1.0, 2.0)

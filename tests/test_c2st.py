@@ -15,7 +15,7 @@ from bench.errors import UsageError
 from bench.metrics import c2st_accuracy, compute_metrics
 from bench.metrics.c2st import LEARNING_RATE, MAX_EPOCHS, PATIENCE
 from bench.seeding import derive_seed
-from targets.gmm import GaussianMixture, gmm3d
+from targets.mixtures import GaussianMixture, gmm3d
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -16,7 +16,7 @@ from bench.errors import PluginError
 from bench.profiles import get_profile
 from bench.registry import Registry
 from bench.runner import RunConfig, run
-from targets.gmm import gmm3d
+from targets.mixtures import gmm3d
 from tests.conftest import registered
 
 

@@ -21,7 +21,7 @@ from bench.profiles import get_profile
 from bench.registry import Registry
 from bench.report.markdown import render
 from bench.runner import PairSession, RunConfig, run
-from targets.gmm import gmm3d
+from targets.mixtures import gmm3d
 from tests.conftest import registered
 
 N = 64

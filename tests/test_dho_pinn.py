@@ -8,7 +8,7 @@ from torch import nn
 
 from bench.profiles import get_profile
 from targets.dho import V0, X0, DampedOscillator, oscillator_solution
-from targets.dho_pinn import (
+from targets.dho.pinn import (
     EVAL_XIS, PAPER_MSE, GatedOscillatorPINN, evaluate, gated_residual, paper_loss, paper_network,
     paper_rel_l2,
 )

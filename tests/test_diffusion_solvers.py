@@ -22,7 +22,7 @@ from samplers.diffusion.model import ExactEps
 from samplers.diffusion.plugin import SPECS, DiffusionSolverFamily
 from samplers.diffusion.sample import ddim, dpm_solver_2, dpm_solver_heun, dpm_solver_pp_2m
 from samplers.diffusion.schedule import DiscreteVPSchedule, timesteps
-from targets.gmm import GaussianMixture, gmm3d
+from targets.mixtures import GaussianMixture, gmm3d
 from tests.conftest import registered
 
 F64 = torch.float64

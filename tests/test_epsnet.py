@@ -16,7 +16,7 @@ from samplers.diffusion.model import EpsNet, ExactEps
 from samplers.diffusion.train import get_epsnet, train_epsnet
 from samplers.diffusion.schedule import DiscreteVPSchedule
 from samplers.nets import SinusoidalEmbedding
-from targets.gmm import GaussianMixture, gmm3d
+from targets.mixtures import GaussianMixture, gmm3d
 
 F64 = torch.float64
 

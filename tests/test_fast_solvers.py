@@ -26,7 +26,7 @@ from samplers.diffusion.sample import (
     unipc,
 )
 from samplers.diffusion.schedule import DiscreteVPSchedule, timesteps
-from targets.gmm import gmm3d
+from targets.mixtures import gmm3d
 from tests.conftest import registered
 from tests.test_diffusion_solvers import (
     DIFFUSERS_COMMON,

@@ -22,7 +22,7 @@ from samplers.flow.train import (
     reflow_pairs,
 )
 from samplers.nets import build_time_mlp, fit_standardization
-from targets.gmm import gmm3d
+from targets.mixtures import gmm3d
 
 MU = torch.tensor([1.5, -0.5], dtype=torch.float64)
 STD = torch.tensor([0.3, 2.0], dtype=torch.float64)

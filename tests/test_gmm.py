@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from targets.gmm import GaussianMixture, gmm3d
+from targets.mixtures import GaussianMixture, gmm3d
 
 
 @pytest.fixture

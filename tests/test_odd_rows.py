@@ -13,7 +13,7 @@ from bench.contracts import Sampler, Target
 from bench.profiles import get_profile
 from bench.runner import RunConfig, prepare_target, run, run_pair
 from samplers.diffusion.schedule import DiscreteVPSchedule
-from targets.gmm import gmm3d
+from targets.mixtures import gmm3d
 from tests.conftest import registered
 
 pytestmark = pytest.mark.usefixtures("single_thread")

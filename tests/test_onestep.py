@@ -17,7 +17,7 @@ from samplers.meanflow.plugin import MeanFlowFamily
 from samplers.meanflow.sample import meanflow_jumps
 from samplers.meanflow.train import meanflow_target
 from targets.dho import DampedOscillator
-from targets.gmm import GaussianMixture, gmm3d
+from targets.mixtures import GaussianMixture, gmm3d
 
 # torch's forward-mode AD (MeanFlow's JVP) scripts its decompositions on first use.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")

@@ -28,7 +28,7 @@ from samplers.pings.mmd import GaussianKernelBank
 from samplers.pings.physics import flow_map_error
 from samplers.pings.plugin import PINGS, PINGS_PF, PINGS_PF_DISTILL, PingsSampler
 from samplers.pings.train import draw_batch, loss_terms, moment_loss
-from targets.gmm import GaussianMixture, gmm3d
+from targets.mixtures import GaussianMixture, gmm3d
 
 TINY = Budget(steps=3, validate_every=1, validation_points=128)
 

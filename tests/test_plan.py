@@ -12,7 +12,7 @@ from bench.profiles import get_profile
 from bench.registry import Registry
 from bench.runner import RunConfig, run
 from samplers.diffusion import train as epsnet
-from targets.gmm import gmm3d
+from targets.mixtures import gmm3d
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -24,7 +24,7 @@ from bench.plugins import (
 )
 from bench.registry import DuplicateNameError, PluginContractError, Registry, UnknownNameError
 from samplers.reference import TargetDraws
-from targets.gmm import gmm3d
+from targets.mixtures import gmm3d
 from tests.conftest import registered
 
 
@@ -263,7 +263,7 @@ def test_subset_argument_hookimpls_register():
             return (target for target in [gmm3d()])  # a generator is an iterable too
 
     pm = get_plugin_manager(load_entry_points=False)
-    pm.unregister(name="targets.gmm")  # so the zero-argument hook's gmm3d is not a duplicate
+    pm.unregister(name="targets.mixtures")  # so the zero-argument hook's gmm3d is not a duplicate
     with registered(pm, ZeroArgs(), "zero-args") as registry:
         assert registry.samplers["from-list"].source == "test plugin zero-args"
         assert "from-list-2" in registry.samplers

@@ -23,7 +23,7 @@ from samplers.diffusion.plugin import EDM_HEUN, SCHEDULE_SUFFIXES, SPECS, Diffus
 from samplers.diffusion.sample import ddim
 from samplers.diffusion.schedule import KARRAS_RHO, SCHEDULES, DiscreteVPSchedule, LearnedSchedule, timesteps
 from samplers.diffusion.train import SCHEDULE_BUDGETS, schedule_loss, teacher_solve
-from targets.gmm import gmm3d
+from targets.mixtures import gmm3d
 
 F64 = torch.float64
 FAMILIES = {spec.prefix: DiffusionSolverFamily(spec) for spec in (*SPECS, EDM_HEUN)}

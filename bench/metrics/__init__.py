@@ -44,7 +44,10 @@ METRIC_SPECS: tuple[MetricSpec, ...] = (
         "MMD²",
         "lower",
         "Unbiased MMD², sum of Gaussian kernels σ ∈ {0.1, 0.2, 0.5, 1, 2} (PINGS eq. 11); "
-        "compare with the noise floor.",
+        "compare with the noise floor. Its bandwidths do not grow with d, so it loses power with dimension: "
+        "a 0.15 mean shift of N(0, I) at n = 2000 is 19 floor standard deviations at d = 2, 9 at d = 8, "
+        "1.7 at d = 32 and 0.9 at d = 64 (mean permutation p over 5 seeds 0.01 → 0.32); in high dimension read the "
+        "median-σ MMD², SWD and C2ST.",
     ),
     MetricSpec(
         "mmd2_pvalue",

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from bench import hookimpl
 from bench.contracts import FitContext, SampleFn, Sampler, SamplerFamily, Target, UnsupportedTarget
-from targets.gmm import GaussianMixture
+from targets.mixtures import GaussianMixture
 
 
 def ring2d(modes: int = 8, radius: float = 3.0, std: float = 0.3) -> GaussianMixture:

@@ -275,8 +275,8 @@ class DampedOscillator(Target):
         ax.set_ylabel("$x(z)$")
 
     def validate(self, out_dir: Path, profile: "Profile", device: torch.device) -> str:
-        """The paper's PINN check (§4, Table 1) and an improved recipe; see :mod:`targets.dho_pinn`."""
-        from targets.dho_pinn import run_validation  # dho_pinn imports this module
+        """The paper's PINN check (§4, Table 1) and an improved recipe; see :mod:`targets.dho.pinn`."""
+        from targets.dho.pinn import run_validation  # pinn imports this package
 
         return run_validation(Path(out_dir), profile, device)
 
