@@ -19,7 +19,7 @@ import dataclasses
 import difflib
 import functools
 import re
-from typing import Any, Callable, Generic, Iterable, TypeVar
+from typing import Any, Callable, Generic, Iterable, Mapping, TypeVar
 
 from bench.contracts import Sampler, SamplerFamily, Target, TargetFamily
 from bench.errors import PluginError, UsageError
@@ -83,6 +83,23 @@ ALL_TARGETS = "all"
 
 def _switch_off(entry: Entry[Any], which: str = "it") -> str:
     return f"switch {which} off with {DISABLE_PLUGINS_ENV}={entry.distribution} or uninstall it"
+
+def _matching_family(families: Mapping[str, Entry[Any]], kind: str, name: str) -> Entry[Any] | None:
+    """The one family (sampler or target) whose regex matches ``name``, if any.
+
+    Raises:
+        DuplicateNameError: Two families match ``name`` (names both distributions).
+    """
+    matches = [entry for entry in families.values() if entry.obj.regex.fullmatch(name)]
+    if len(matches) > 1:
+        first, second = matches[:2]
+        raise DuplicateNameError(
+            f"{kind} {name!r} is matched by two families: {first.obj.pattern!r} from {first.source} and "
+            f"{second.obj.pattern!r} from {second.source}; {_switch_off(second, 'one')}",
+            [first.distribution, second.distribution],
+        )
+    return matches[0] if matches else None
+
 
 
 class Registry:
@@ -378,15 +395,7 @@ class Registry:
         Raises:
             DuplicateNameError: Two families match ``name`` (names both distributions).
         """
-        matches = [entry for entry in self.target_families.values() if entry.obj.regex.fullmatch(name)]
-        if len(matches) > 1:
-            first, second = matches[:2]
-            raise DuplicateNameError(
-                f"target {name!r} is matched by two families: {first.obj.pattern!r} from {first.source} and "
-                f"{second.obj.pattern!r} from {second.source}; {_switch_off(second, 'one')}",
-                [first.distribution, second.distribution],
-            )
-        return matches[0] if matches else None
+        return _matching_family(self.target_families, "target", name)
 
     def _build_target(self, entry: Entry[TargetFamily], name: str) -> Target | None:
         if name in self._members:
@@ -433,15 +442,7 @@ class Registry:
         Raises:
             DuplicateNameError: Two families match ``name`` (names both distributions).
         """
-        matches = [entry for entry in self.families.values() if entry.obj.regex.fullmatch(name)]
-        if len(matches) > 1:
-            first, second = matches[:2]
-            raise DuplicateNameError(
-                f"sampler {name!r} is matched by two families: {first.obj.pattern!r} from {first.source} and "
-                f"{second.obj.pattern!r} from {second.source}; {_switch_off(second, 'one')}",
-                [first.distribution, second.distribution],
-            )
-        return matches[0] if matches else None
+        return _matching_family(self.families, "sampler", name)
 
     def sampler(self, name: str) -> Sampler:
         """Resolve a concrete name first, then the one family whose pattern matches (``ddim-7``).
