@@ -7,7 +7,10 @@ import math
 import pytest
 
 from bench.report.pareto import (
+    LABELLED_ROWS,
+    MAX_LEGEND_CURVES,
     curve_key,
+    curve_style,
     family_curves,
     frontier_names,
     latency_interval,
@@ -189,7 +192,13 @@ def test_families_of_two_or_more_iterative_members_are_curves():
     assert family_curves(points) == {"ddim-<n>@exact": [(4, 0.1), (6, 0.07), (8, 0.05)]}
 
 
-def _nfe_panel(entries):
+def test_curve_style_splits_solver_and_variant():
+    assert curve_style("ddim-<n>+ld3@exact") == ("ddim", "+ld3@exact")
+    assert curve_style("dpm-solver-2-<n>") == ("dpm-solver-2", "")
+    assert curve_style("ipndm-<n>@exact") == ("ipndm", "@exact")
+
+
+def _panel(entries, cost_key="nfe", rows=(), legend_below=False):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -198,8 +207,12 @@ def _nfe_panel(entries):
     figure = Figure()
     FigureCanvasAgg(figure)
     ax = figure.subplots()
-    _draw_panel(ax, entries, [], "nfe", "mmd2", 1e-4)
+    _draw_panel(ax, entries, list(rows), cost_key, "mmd2", 1e-4, legend_below=legend_below)
     return ax
+
+
+def _nfe_panel(entries):
+    return _panel(entries)
 
 
 def test_nfe_panel_draws_each_family_as_a_curve_and_one_pass_rows_as_points():
@@ -220,3 +233,37 @@ def test_nfe_panel_without_families_is_unchanged():
     assert labels == ["Pareto front", "noise floor (mean + 2 std)"]
     names = {text.get_text() for text in ax.texts} - {""}
     assert names == {"pings", "distilled-1", "flow-matching-8", "ddim-50"}
+
+
+def _sweep_rows():
+    """A sweep-sized run: many families of a few members (learned, @exact, +ld3@exact) and one-pass rows."""
+    rows = list(ROWS)
+    for solver in ("ddim", "ipndm", "unipc", "dpm-solver++-3m"):
+        for variant in ("", "@exact", "+ld3@exact"):
+            for k in (3, 4, 6, 8, 10):
+                rows.append(_row(f"{solver}-{k}{variant}", float(k), 3.0 * k, 0.3 / k ** 2, 0.1))
+    return rows
+
+
+def test_a_sweep_sized_latency_panel_labels_only_front_and_one_pass_rows():
+    rows = _sweep_rows()
+    entries = summarize(rows)
+    assert len(entries) - 2 > LABELLED_ROWS  # the reference and the failed row do not compete
+    ax = _panel(entries, "latency_ms", rows)
+    names = {text.get_text() for text in ax.texts} - {""}
+    front = frontier_names(entries, "latency_ms", "mmd2", rows)
+    assert names == front | {"pings", "distilled-1"}
+
+
+def test_many_curves_get_a_legend_by_solver_and_variant_under_the_axes():
+    entries = summarize(_sweep_rows())
+    ax = _panel(entries, legend_below=True)
+    assert len(family_curves((e["sampler"], e["nfe"], 0.0) for e in entries)) > MAX_LEGEND_CURVES
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert sorted(legend[:4]) == ["ddim", "dpm-solver++-3m", "ipndm", "unipc"]
+    assert legend[4:7] == ["… (learned model)", "…@exact", "…+ld3@exact"]
+    assert legend[7:] == ["Pareto front", "noise floor (mean + 2 std)"]
+    # Members of one solver share a colour; its variants differ in line style.
+    curves = {line.get_label(): line for line in ax.lines if "<n>" in line.get_label()}
+    assert curves["ipndm-<n>"].get_color() == curves["ipndm-<n>@exact"].get_color()
+    assert curves["ipndm-<n>"].get_linestyle() != curves["ipndm-<n>@exact"].get_linestyle()

@@ -71,6 +71,23 @@ def curve_key(name: str) -> str | None:
     return f"{name[:last.start()]}-<n>{name[last.end():]}"
 
 
+def curve_style(key: str) -> tuple[str, str]:
+    """Split a curve key into its solver (the colour) and its variant (the line style).
+
+    ``ddim-<n>+ld3@exact`` → ``("ddim", "+ld3@exact")``; ``flow-matching-<n>`` → ``("flow-matching", "")``.
+    """
+    solver, _, variant = key.partition("-<n>")
+    return solver, variant
+
+
+#: Line styles of the variants, in order of first appearance (the plain learned variant is solid).
+VARIANT_STYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (8, 2)))
+#: Above this many competing rows, the latency panels label only front and one-pass rows.
+LABELLED_ROWS = 40
+#: Above this many family curves, the NFE panels' legend lists solvers and variants under the axes.
+MAX_LEGEND_CURVES = 8
+
+
 def family_curves(points: Iterable[tuple[str, float, float]]) -> dict[str, list[tuple[float, float]]]:
     """Curves of the families with two or more iterative members among ``(name, NFE, value)`` points.
 
@@ -234,23 +251,34 @@ def noise_floor(floor: Mapping[str, Any] | None, reference: Entry | None = None,
     return max(magnitudes) if magnitudes else None
 
 
-def _draw_panel(
-    ax: Any, entries: list[Entry], rows: list[Row], cost_key: str, metric: str, floor: float | None
-) -> None:
-    """One panel: every competing sampler a labelled point with error bars, the front a step line, the floor a band.
+def _curve_count(entries: Iterable[Entry]) -> int:
+    """How many family curves the NFE panels of these entries draw."""
+    return len(family_curves((e["sampler"], e.get("nfe"), 0.0) for e in _competitors(entries) if _finite(e.get("nfe"))))
 
-    On the NFE panel, families of ≥ 2 iterative members are also curves, named in the legend
-    instead of point by point.
+
+def _draw_panel(
+    ax: Any, entries: list[Entry], rows: list[Row], cost_key: str, metric: str, floor: float | None,
+    legend_below: bool = False,
+) -> None:
+    """One panel: every competing sampler a point with error bars, the front a step line, the floor a band.
+
+    Points are labelled by name, except, with more than :data:`LABELLED_ROWS`
+    competitors, on the latency panel, where only front and one-pass rows are.
+    On the NFE panel, families of ≥ 2 iterative members are also curves
+    (colour: the solver, line style: the variant, see :func:`curve_style`),
+    named in the legend instead of point by point; with ``legend_below`` the
+    legend goes under the axes, one entry per solver and per variant.
     """
     from adjustText import adjust_text
     from matplotlib import colormaps
+    from matplotlib.lines import Line2D
 
     points = []
     for entry in _competitors(entries):
         cost, interval = _cost(entry, cost_key, rows)
         summary = (entry.get("metrics") or {}).get(metric) or {}
         if _finite(cost) and _finite(summary.get("mean")):
-            points.append((entry["sampler"], cost, interval, summary))
+            points.append((entry["sampler"], cost, interval, summary, entry.get("nfe")))
     linear = metric in LINEAR_METRICS
     ax.set_xlabel(COSTS[cost_key], fontsize=8)
     ax.set_ylabel(METRIC_LABELS.get(metric, metric), fontsize=8)
@@ -260,21 +288,26 @@ def _draw_panel(
     if not points:
         ax.text(0.5, 0.5, f"no {metric} values", transform=ax.transAxes, ha="center", va="center")
         return
-    values = [s["mean"] for _, _, _, s in points]
+    values = [s["mean"] for _, _, _, s, _ in points]
     positive = [v for v in values if v > 0] + ([floor] if floor else [])
     # Unbiased estimates can be ≤ 0 (at the floor): pin them to the axis bottom as ▼.
     bottom = -math.inf if linear else (min(positive) / 3 if positive else 1e-6)
     chance = CHANCE_LEVELS.get(metric)
     ranked = [s["mean"] if chance is None else float(np.mean(np.abs(np.asarray(s["values"]) - chance)))
-              for _, _, _, s in points]  # C2ST: distance to chance, as the leaderboard ranks it
-    on_front = pareto_front([(c, v) for (_, c, _, _), v in zip(points, ranked)], [i for _, _, i, _ in points])
-    curves = family_curves((n, c, max(s["mean"], bottom)) for n, c, _, s in points) if cost_key == "nfe" else {}
+              for _, _, _, s, _ in points]  # C2ST: distance to chance, as the leaderboard ranks it
+    on_front = pareto_front([(c, v) for (_, c, _, _, _), v in zip(points, ranked)], [p[2] for p in points])
+    curves = family_curves((n, c, max(s["mean"], bottom)) for n, c, _, s, _ in points) if cost_key == "nfe" else {}
     palette = colormaps["tab20"].colors[::2] + colormaps["tab20"].colors[1::2]  # the ten strong hues first
-    colors = iter(palette * (1 + len(curves) // 20))
+    solvers = list(dict.fromkeys(curve_style(key)[0] for key in curves))
+    variants = sorted({curve_style(key)[1] for key in curves}, key=lambda v: (v != "", v != "@exact", v))
     for key, members in curves.items():
-        ax.plot(*zip(*members), color=next(colors), lw=1, alpha=0.8, zorder=1, label=key)
+        solver, variant = curve_style(key)
+        ax.plot(*zip(*members), color=palette[solvers.index(solver) % len(palette)],
+                ls=VARIANT_STYLES[variants.index(variant) % len(VARIANT_STYLES)], lw=1, alpha=0.8, zorder=1,
+                label=key)
+    label_all = cost_key == "nfe" or len(points) <= LABELLED_ROWS
     texts = []
-    for (name, cost, interval, summary), on in zip(points, on_front):
+    for (name, cost, interval, summary, nfe), on in zip(points, on_front):
         shown = max(summary["mean"], bottom)
         low, high = summary.get("ci_low"), summary.get("ci_high")
         yerr = None
@@ -286,10 +319,11 @@ def _draw_panel(
                     alpha=0.7, zorder=2)
         ax.scatter([cost], [shown], s=28, zorder=3, marker="v" if shown > summary["mean"] else "o",
                    facecolors=color if on else "none", edgecolors=color)
-        if curve_key(name) not in curves or cost <= 1:  # a curve's members are named by the legend
-            texts.append(ax.text(cost, shown, name, fontsize=6, zorder=4))
-    front = sorted((c, max(s["mean"], bottom)) for (_, c, _, s), on in zip(points, on_front) if on)
-    right = max(c for _, c, _, _ in points) * 1.5
+        one_pass = _finite(nfe) and nfe <= 1
+        if (curve_key(name) not in curves or one_pass) if label_all else (on or one_pass):
+            texts.append(ax.text(cost, shown, name, fontsize=6, zorder=4))  # a curve's members are in the legend
+    front = sorted((c, max(s["mean"], bottom)) for (_, c, _, s, _), on in zip(points, on_front) if on)
+    right = max(c for _, c, _, _, _ in points) * 1.5
     ax.plot([c for c, _ in front] + [right], [v for _, v in front] + [front[-1][1]],
             drawstyle="steps-post", color="tab:red", lw=1, label="Pareto front")
     if floor:
@@ -297,17 +331,24 @@ def _draw_panel(
         ax.axhspan(2 * CHANCE - floor if linear else bottom / 3, floor,
                    color="tab:gray", alpha=0.2, lw=0, label="noise floor (mean + 2 std)")
     # Head room above the highest point and room left of the cheapest for labels to move into.
-    shown = [max(s["mean"], bottom) for _, _, _, s in points]
+    shown = [max(s["mean"], bottom) for _, _, _, s, _ in points]
     if linear:
         low = min(shown + ([2 * CHANCE - floor] if floor else []))
         span = max(shown) - low or 0.1
         ax.set_ylim(low - 0.05 * span, max(shown) + 0.15 * span)
     else:
         ax.set_ylim(bottom / 3, max(shown) * 4)
-    ax.set_xlim(min(c for _, c, _, _ in points) / 3, right * 2)
-    ax.legend(fontsize=6, loc="best", ncol=2 if len(curves) > 8 else 1)
+    ax.set_xlim(min(c for _, c, _, _, _ in points) / 3, right * 2)
+    if legend_below and curves:
+        handles = [Line2D([], [], color=palette[i % len(palette)], label=solver) for i, solver in enumerate(solvers)]
+        handles += [Line2D([], [], color="0.3", ls=VARIANT_STYLES[i % len(VARIANT_STYLES)],
+                           label=f"…{variant}" if variant else "… (learned model)") for i, variant in enumerate(variants)]
+        handles += [h for h, label in zip(*ax.get_legend_handles_labels()) if label not in curves]
+        ax.legend(handles=handles, fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=4)
+    else:
+        ax.legend(fontsize=6, loc="best", ncol=2 if len(curves) > 8 else 1)
     # Labels repel each other and the markers; a thin line ties a moved label to its point.
-    adjust_text(texts, x=[c for _, c, _, _ in points], y=shown, ax=ax, expand=(1.15, 1.5),
+    adjust_text(texts, x=[c for _, c, _, _, _ in points], y=shown, ax=ax, expand=(1.15, 1.5),
                 force_text=(0.3, 0.6), arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.4})
 
 
@@ -329,8 +370,12 @@ def plot_pareto(
     estimate is ≤ 0; labels are moved apart by adjustText; the front is a
     step line and the noise floor (:func:`noise_floor`) a grey band (around
     0.5 for C2ST).  On the NFE row, each family with two or more iterative
-    members (:func:`family_curves`) is also a curve named in the legend, and its
-    points lose their own labels; one-pass rows stay labelled points.  Written
+    members (:func:`family_curves`) is also a curve (colour: solver, line
+    style: variant) named in the legend, and its points lose their own labels;
+    one-pass rows stay labelled points.  Large runs stay readable: above
+    :data:`LABELLED_ROWS` competitors the latency row labels only front and
+    one-pass rows, and above :data:`MAX_LEGEND_CURVES` curves the legend sits
+    under the NFE row with one entry per solver and per variant.  Written
     atomically.
 
     Args:
@@ -350,20 +395,25 @@ def plot_pareto(
     entries = [entry for entry in entries if entry.get("target") == target_name]
     rows = [row for row in rows if row.get("target") == target_name]
     reference = next((entry for entry in entries if entry.get("sampler") == REFERENCE_SAMPLER), None)
-    fig = Figure(figsize=(7.0 * len(metrics), 10.0))
+    # Many curves: their legend (one entry per solver and per variant) goes under the NFE panels.
+    legend_below = _curve_count(entries) > MAX_LEGEND_CURVES
+    height = 10.0 + (1.3 if legend_below else 0.0)
+    fig = Figure(figsize=(7.0 * len(metrics), height))
     FigureCanvasAgg(fig)
     axes = fig.subplots(2, len(metrics), squeeze=False)
     # Fixed spacing: adjustText redraws the figure, and a layout engine would rerun on every draw.
-    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.06, top=0.94,
-                        wspace=0.16, hspace=0.14)
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=(0.6 + (1.3 if legend_below else 0.0)) / height,
+                        top=1 - 0.8 / height, wspace=0.16, hspace=0.14)
     for column, metric in enumerate(metrics):
         floor = noise_floor((floors or {}).get(metric), reference, metric)
         for row_index, cost_key in enumerate(("latency_ms", "nfe")):
-            _draw_panel(axes[row_index][column], entries, rows, cost_key, metric, floor)
+            _draw_panel(axes[row_index][column], entries, rows, cost_key, metric, floor,
+                        legend_below=legend_below and cost_key == "nfe")
     several = any(len(entry.get("ok_seeds", ())) > 1 for entry in entries)
     bars = ("95 % t-intervals over seeds" if several
             else "one seed: latency mean ± std of the timed calls, no metric interval")
-    fig.suptitle(f"{target_name}: fidelity against cost (lower-left is better; bars: {bars})")
+    labelled = "" if len(_competitors(entries)) <= LABELLED_ROWS else "; latency panels label front and one-pass rows"
+    fig.suptitle(f"{target_name}: fidelity against cost (lower-left is better)\nbars: {bars}{labelled}")
     path = Path(path)
     atomic_write_bytes(path, lambda handle: fig.savefig(handle, format="png", dpi=130))
     return path
