@@ -267,3 +267,16 @@ def test_many_curves_get_a_legend_by_solver_and_variant_under_the_axes():
     curves = {line.get_label(): line for line in ax.lines if "<n>" in line.get_label()}
     assert curves["ipndm-<n>"].get_color() == curves["ipndm-<n>@exact"].get_color()
     assert curves["ipndm-<n>"].get_linestyle() != curves["ipndm-<n>@exact"].get_linestyle()
+
+
+def test_a_sweep_sized_sample_figure_shows_the_front_and_the_one_pass_rows():
+    from bench.report import panel_samplers
+
+    rows = _sweep_rows()
+    entries = summarize(rows)
+    shown, caption = panel_samplers(entries, rows)
+    one_pass = {"target-draws", "pings", "distilled-1"}  # the failed row is not drawn
+    assert set(shown) == frontier_names(entries, "latency_ms", "mmd2", rows) | one_pass
+    assert f"{len(shown)} of {len(entries)}" in caption
+    # A run of ordinary size shows every sampler.
+    assert panel_samplers(ENTRIES, ROWS)[0] == [entry["sampler"] for entry in ENTRIES]

@@ -12,7 +12,7 @@ from bench.contracts import Target
 from bench.registry import Registry, UnknownNameError
 from bench.report.figures import sample_panels, training_curves
 from bench.report.markdown import render
-from bench.report.pareto import frontier_names, plot_pareto
+from bench.report.pareto import LABELLED_ROWS, frontier_names, plot_pareto
 from bench.runner import load_samples
 
 LEADERBOARD = "leaderboard.md"
@@ -22,6 +22,24 @@ log = logging.getLogger("pingsbench")
 def validation_report_name(target: str) -> str:
     """File a target's ``validate`` writes its Markdown to (linked from the leaderboard)."""
     return f"{target}_validation.md"
+
+
+def panel_samplers(entries: list[Mapping[str, Any]], rows: list[Mapping[str, Any]]) -> tuple[list[str], str]:
+    """Which samplers the sample figure of one target shows, and its caption.
+
+    Every sampler, up to :data:`~bench.report.pareto.LABELLED_ROWS`
+    competitors; a larger run (a sweep) shows the reference, the MMD²–latency
+    front and the one-pass rows, as its Pareto figure labels them, so the
+    figure stays readable.
+    """
+    names = [entry["sampler"] for entry in entries]
+    caption = "generated vs target samples (first seed)"
+    if sum(entry.get("status") == "ok" for entry in entries) <= LABELLED_ROWS:
+        return names, caption
+    front = frontier_names(entries, "latency_ms", "mmd2", rows)
+    shown = [entry["sampler"] for entry in entries if entry["sampler"] in front or entry.get("status") == "ok"
+             and (entry.get("nfe") is not None and entry["nfe"] <= 1)]
+    return shown, f"{caption}: the MMD²–latency front and the one-pass rows, {len(shown)} of {len(names)}"
 
 
 def _guarded_sample_panels(target: Target | None, target_name: str, *args: Any) -> Path | None:
@@ -65,9 +83,10 @@ def write_report(results: Mapping[str, Any], out_dir: Path, registry: Registry |
             except UnknownNameError:
                 pass
         links = figures.setdefault(target_name, [])
+        panel_names, panel_caption = panel_samplers(entries, rows)
         made = [
-            ("generated vs target samples (first seed)", _guarded_sample_panels(
-                target, target_name, samples, [e["sampler"] for e in entries], out_dir / f"{target_name}_samples.png")),
+            (panel_caption, _guarded_sample_panels(
+                target, target_name, samples, panel_names, out_dir / f"{target_name}_samples.png")),
             ("training curves (first seed)", training_curves(
                 [row for row in rows if row.get("seed", first_seed) == first_seed], target_name,
                 out_dir / f"{target_name}_training.png")),
