@@ -173,7 +173,7 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     registry = load_registry()
     for name, targets in (("both", ["gmm-2", "gmm-4"]), ("a", ["gmm-2"]), ("b", ["gmm-4"])):
-        config = RunConfig(SAMPLERS, targets, get_profile("smoke"), torch.device("cpu"), n=300, repeats=1, warmup=0,
+        config = RunConfig(SAMPLERS, targets, get_profile("smoke"), torch.device("cpu"), n=200, repeats=1, warmup=0,
                            threads=1, floor_pairs=2)
         assert all(row["status"] == "ok" for row in run(config, registry, out_dir=root / name)["rows"])
     return root
