@@ -205,8 +205,8 @@ def test_the_dimension_view_appears_iff_two_members_of_a_family_are_present(runs
     merged = json.loads((runs / "merged" / "results.json").read_text())
     board = (runs / "merged" / "leaderboard.md").read_text()
     assert (runs / "merged" / "gmm_dimension.png").stat().st_size > 20_000
-    section = board[board.index("## gmm-<d>: fidelity against dimension"):board.index("## Metrics")]
-    assert board.index("## gmm-4") < board.index("## gmm-<d>: fidelity against dimension")
+    section = board[board.index("## `gmm-<d>`: fidelity against dimension"):board.index("## Metrics")]
+    assert board.index("## gmm-4") < board.index("## `gmm-<d>`: fidelity against dimension")
     tables = _tables(section)
     for entry in merged["summary"]:
         column = f"d = {entry['target'].removeprefix('gmm-')}"

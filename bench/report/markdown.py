@@ -373,7 +373,7 @@ def dimension_section(
     floors = floors or {}
     seeds = max((len(e.get("ok_seeds", ())) for e in by_pair.values()), default=0)
     lines = [
-        f"## {pattern}: fidelity against dimension",
+        f"## `{pattern}`: fidelity against dimension",  # in backticks: Markdown would read <d> as an HTML tag
         "",
         f"Each member of `{pattern}` in these results, by its dimension d. "
         + ("Cells read mean ± half-width of the 95 % t-interval over the seeds; "
@@ -415,7 +415,7 @@ def dimension_section(
     lines += ["**train s ↓** (seconds to train every network the row uses, mean over seeds)", "",
               tabulate(table, headers=headers, tablefmt="github", disable_numparse=True), ""]
     if figure:
-        lines.append(f"- [{pattern}: fidelity and training time against dimension]({figure})")
+        lines.append(f"- [`{pattern}`: fidelity and training time against dimension]({figure})")
     return "\n".join(lines).rstrip("\n")
 
 
