@@ -292,8 +292,13 @@ def cmd_report(paths: Sequence[Path], out: str | None, registry: Registry) -> in
     except (KeyError, TypeError, AttributeError) as exc:  # a field the renderer reads is missing or mistyped
         raise UsageError(f"{source} lacks what the report needs ({type(exc).__name__}: {exc}); give a results.json "
                          f"written by pingsbench run") from exc
-    merged = f" from {plural(len(paths), 'results file')} (merged into {folder / 'results.json'})" if out else ""
-    print(f"wrote {leaderboard} and its figures{merged}")
+    if out is None:
+        written = ""
+    elif len(paths) == 1:
+        written = f" (with a copy of the results and samples in {folder}/)"
+    else:
+        written = f", merging {len(paths)} results files into {folder / 'results.json'}"
+    print(f"wrote {leaderboard} and its figures{written}")
     return EXIT_OK
 
 
