@@ -124,8 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
                               "reused; train nothing, write nothing")
 
     report = sub.add_parser("report", parents=[verbose],
-                            help="re-render leaderboard.md and figures from a results.json (or its folder)")
-    report.add_argument("results", type=Path)
+                            help="re-render leaderboard.md and figures from a results.json (or its folder); "
+                                 "several are merged into --out")
+    report.add_argument("results", type=Path, nargs="+",
+                        help="results.json files or their folders; one: the report is written beside it")
+    report.add_argument("--out", help="folder for the merged results.json, samples.npz and report (required with "
+                                      "several results files; with one, write the report there instead)")
 
     validate = sub.add_parser("validate", parents=[verbose],
                               help="run a target's own physics validation (e.g. the DHO PINN check)",
@@ -261,17 +265,40 @@ def cmd_dry_run(config: Any, registry: Registry, out: Path) -> int:
     return EXIT_OK
 
 
-def cmd_report(path: Path, registry: Registry) -> int:
-    from bench.report import write_report
+def cmd_report(paths: Sequence[Path], out: str | None, registry: Registry) -> int:
+    """Render the report of one results file beside it, or merge several (and their figure points) into ``out``.
 
-    results, folder = load_results(path)
-    check_out_dir(folder, "the results folder", create=False)
+    Raises:
+        UsageError: Several files without ``--out``, an input that cannot be read or merged
+            (:func:`bench.report.merge_runs`), or an output folder that cannot be written.
+    """
+    from bench.report import merge_runs, write_report
+
+    if len(paths) > 1 and out is None:
+        raise UsageError(f"{len(paths)} results files are merged into one report, which needs a folder of its own; "
+                         f"give --out DIR")
+    beside = paths[0] if paths[0].is_dir() else paths[0].parent
+    if len(paths) == 1 and out is not None and Path(out).resolve() == beside.resolve():
+        out = None  # the folder the report goes to anyway
+    if out is None:
+        results, folder = load_results(paths[0])
+        check_out_dir(folder, "the results folder", create=False)
+    else:
+        folder = check_out_dir(out, "--out", create=False)
+        results = merge_runs(paths, folder)
+    source = paths[0] if len(paths) == 1 else f"the merged {folder / 'results.json'}"
     try:
         leaderboard = write_report(results, folder, registry)
     except (KeyError, TypeError, AttributeError) as exc:  # a field the renderer reads is missing or mistyped
-        raise UsageError(f"{path} lacks what the report needs ({type(exc).__name__}: {exc}); give a results.json "
+        raise UsageError(f"{source} lacks what the report needs ({type(exc).__name__}: {exc}); give a results.json "
                          f"written by pingsbench run") from exc
-    print(f"wrote {leaderboard} and its figures")
+    if out is None:
+        written = ""
+    elif len(paths) == 1:
+        written = f" (with a copy of the results and samples in {folder}/)"
+    else:
+        written = f", merging {len(paths)} results files into {folder / 'results.json'}"
+    print(f"wrote {leaderboard} and its figures{written}")
     return EXIT_OK
 
 
@@ -298,7 +325,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command in ("run", "sweep"):
         return cmd_run(args, registry, sweep=args.command == "sweep")
     if args.command == "report":
-        return cmd_report(args.results, registry)
+        return cmd_report(args.results, args.out, registry)
     return cmd_validate(args, registry)
 
 

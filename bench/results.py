@@ -13,14 +13,17 @@ Schema ``pingsbench.results/2`` (``results.json``):
   distributed run needs nothing special).
 
 :func:`upgrade` reads version-1 documents (one seed, a per-row MMD² floor)
-into this shape; :func:`compare_with_best` says which rows of a target are
-statistically indistinguishable from its best one.
+into this shape; :func:`merge` joins the documents of several runs (a study run
+in pieces) into one, with ``sources`` naming each run; :func:`compare_with_best`
+says which rows of a target are statistically indistinguishable from its best one.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import math
+import time
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from bench.contracts import REFERENCE_SAMPLER
@@ -300,3 +303,166 @@ def compare_with_best(
         "tied": {name: tied[name] for name in rows},
         "p": {name: adjusted.get(name) for name in rows},
     }
+
+
+#: Run settings that must agree for rows of several runs to share one leaderboard (:func:`merge`):
+#: the training budget (``profile``); the sample size every metric and floor depends on (``n``);
+#: the numerics (``dtype``, ``device`` type, ``threads``: trained weights and float sums depend on
+#: them, ``deterministic``); how latency is measured (``repeats``, ``warmup``, ``optimizations``
+#: such as ``torch.compile``); whether the rows of a seed are paired (``independent_noise``); and
+#: how each floor and its spread, the one-seed tie rule's yardstick, is estimated (``floor_pairs``).
+COMPARABLE_SETTINGS = (
+    "profile", "n", "dtype", "device", "threads", "deterministic", "repeats", "warmup", "optimizations",
+    "independent_noise", "floor_pairs",
+)
+#: Settings :func:`merge` takes the union of, in first-seen order (the rest of ``config`` is recorded only).
+UNION_SETTINGS = ("samplers", "targets", "seeds")
+
+
+def _setting(config: Mapping[str, Any], key: str) -> Any:
+    """A comparable setting as it is compared: a device by its type (``cuda:0`` and ``cuda:1`` agree)."""
+    value = config.get(key)
+    return value.split(":")[0] if key == "device" and isinstance(value, str) else value
+
+
+def merge(documents: Sequence[Mapping[str, Any]], sources: Sequence[str]) -> dict[str, Any]:
+    """One results document from several runs' documents, so a long study can be run in pieces.
+
+    Each input is first read through :func:`upgrade`.  Rules:
+
+    * ``rows`` are concatenated in input order; each gains ``merged_from``, the index of
+      its run in ``sources``.  A (sampler, target, seed) present in two inputs is refused:
+      the rows would be two measurements of one replicate.
+    * The settings in :data:`COMPARABLE_SETTINGS` must be equal in every input (a device
+      is compared by its type); a missing setting counts as its own value, "not recorded".
+    * ``samplers``, ``targets`` and ``seeds`` are unions in first-seen order; ``seed`` is the
+      first of the merged seeds.  Every other ``config`` key (``cache_dir``, …) is kept when
+      all inputs agree on it and left out otherwise; each run's own ``config`` stays in ``sources``.
+    * ``floors``: a target's floor comes from the first input that has one.  Another input's
+      floor of that target drawn from the same seed must be identical: the same seed giving
+      other exact draws means another target version, ``n`` or machine, whose rows would not
+      be paired with the first's.  A floor drawn from another seed is left out, as a single
+      run over all the merged seeds draws its floor once, from its first seed.
+    * ``metric_info`` is the union (first description of a metric wins).
+    * ``environment`` is the first input's; ``sources`` lists every run (``path``, ``created``,
+      ``environment``, ``config``, its ``targets``, ``seeds`` and ``rows`` count), and
+      ``sources_differ`` names the environment keys whose values differ between runs (empty
+      when every run recorded the same environment), so the report can say so.
+    * ``summary`` is rebuilt from the merged rows (:func:`summarize`).
+
+    A merged document merges again: its own ``sources`` are carried over, flattened.
+
+    Args:
+        documents: Results documents (schema ``pingsbench.results/2`` or a legacy one), ≥ 1.
+        sources: Where each document came from (its ``results.json`` path), same length.
+
+    Returns:
+        A ``pingsbench.results/2`` document with ``sources`` and ``sources_differ`` added.
+
+    Raises:
+        ValueError: ``documents`` is empty or its length differs from ``sources``' (a programming error).
+        UsageError: An unreadable schema, a (sampler, target, seed) in two inputs, a comparable
+            setting that differs (naming the key and each input's value), or one target's floors
+            from the same seed that differ.
+    """
+    if not documents or len(documents) != len(sources):
+        raise ValueError(f"merge needs one source per document and ≥ 1 document, got {len(documents)} documents "
+                         f"and {len(sources)} sources")
+    upgraded = [upgrade(document) for document in documents]
+    first = upgraded[0]
+
+    for key in COMPARABLE_SETTINGS:
+        values = [_setting(document["config"], key) for document in upgraded]
+        if any(value != values[0] for value in values):
+            listed = "; ".join(f"{source}: {json_text(document['config'].get(key))}"
+                               for source, document in zip(sources, upgraded))
+            raise UsageError(f"the runs differ in the setting {key!r} ({listed}), so their rows are not comparable; "
+                             f"merge only runs with equal {', '.join(COMPARABLE_SETTINGS)}")
+
+    where: dict[tuple[str, str, Any], str] = {}
+    rows: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
+    for document, source in zip(upgraded, sources):
+        nested = document.get("sources") or [None]  # a merged input brings its own runs
+        offset = len(runs)
+        for index, run in enumerate(nested):
+            own = [row for row in document["rows"] if row.get("merged_from", 0) == index]
+            runs.append(_source_record(document, source, own) if run is None else dict(run))
+        for row in document["rows"]:
+            key = (row["sampler"], row["target"], row.get("seed", 0))
+            if key in where:
+                raise UsageError(f"{key[0]} on {key[1]} with seed {key[2]} is in both {where[key]} and {source}; "
+                                 f"merge runs whose (sampler, target, seed) rows do not overlap")
+            where[key] = source
+            rows.append({**row, "merged_from": offset + row.get("merged_from", 0)})
+
+    config = {key: value for key, value in first["config"].items()
+              if key in COMPARABLE_SETTINGS
+              or all(document["config"].get(key, _MISSING) == value for document in upgraded)}
+    for key in UNION_SETTINGS:
+        config[key] = list(dict.fromkeys(item for document in upgraded for item in _listed(document["config"], key)))
+    config["seed"] = config["seeds"][0] if config["seeds"] else first["config"].get("seed", 0)
+
+    floors: dict[str, Any] = {}
+    floor_source: dict[str, str] = {}
+    for document, source in zip(upgraded, sources):
+        for target, floor in (document.get("floors") or {}).items():
+            if target not in floors:
+                floors[target], floor_source[target] = floor, source
+            elif floor.get("seed") == floors[target].get("seed") and floor != floors[target]:
+                raise UsageError(f"the noise floors of {target} from seed {floor.get('seed')} differ between "
+                                 f"{floor_source[target]} and {source}: the same seed drew other exact samples "
+                                 f"(another target version, n or machine), so their rows are not paired; "
+                                 f"merge runs whose shared targets give equal floors")
+
+    metric_info: dict[str, Any] = {}
+    for document in upgraded:
+        for name, meta in (document.get("metric_info") or {}).items():
+            metric_info.setdefault(name, meta)
+
+    environments = [run.get("environment") or {} for run in runs]
+    differ = [key for key in dict.fromkeys(k for env in environments for k in env)
+              if len({json_text(env.get(key)) for env in environments}) > 1]
+    return {
+        "schema": RESULTS_SCHEMA,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "environment": copy.deepcopy(first["environment"]),
+        "config": config,
+        "metric_info": metric_info,
+        "floors": floors,
+        "rows": rows,
+        "summary": summarize(rows, config["samplers"], config["targets"]),
+        "sources": runs,
+        "sources_differ": differ,
+    }
+
+
+_MISSING = object()
+
+
+def _listed(config: Mapping[str, Any], key: str) -> list[Any]:
+    value = config.get(key)
+    if key == "seeds" and not value:
+        return [config.get("seed", 0)]
+    return list(value or [])
+
+
+def _source_record(document: Mapping[str, Any], path: str, rows: Sequence[Row]) -> dict[str, Any]:
+    """What a merged document keeps of one run: where it came from and how it ran."""
+    record = {
+        "path": path,
+        "created": document.get("created"),
+        "environment": copy.deepcopy(document.get("environment")),
+        "config": copy.deepcopy(document.get("config")),
+        "targets": list(dict.fromkeys(row["target"] for row in rows)),
+        "seeds": sorted({row.get("seed", 0) for row in rows}),
+        "rows": len(rows),
+    }
+    if document.get("upgraded_from"):
+        record["upgraded_from"] = document["upgraded_from"]
+    return record
+
+
+def json_text(value: Any) -> str:
+    """A setting's value as it reads in ``results.json`` (``null`` when not recorded)."""
+    return json.dumps(value, sort_keys=True, default=str)

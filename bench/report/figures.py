@@ -1,4 +1,4 @@
-"""Figures of a run: each target's sample panels and every model's training curves."""
+"""Figures of a run: sample panels and training curves per target, fidelity against dimension per family."""
 
 from __future__ import annotations
 
@@ -224,4 +224,152 @@ def training_curves(rows: list[Mapping[str, Any]], target_name: str, path: Path)
         ax.set_visible(False)
     _title(fig, f"{target_name}: training curves")
     _tight_under_title(fig)
+    return save_figure(fig, path)
+
+
+#: Marker of each sampler's line on the dimension figure (colours repeat after ten; markers tell them apart).
+DIMENSION_MARKERS = "osD^P*Xh<>"  # not "v": ▼ marks a value pinned to the axis bottom
+
+
+def _dimension_points(entry: Mapping[str, Any] | None, metric: str) -> tuple[float, float, float] | None:
+    """``(mean, low, high)`` of a metric (``"train_seconds"``: the mean training time, no interval) or ``None``."""
+    if entry is None or not entry.get("ok_seeds"):
+        return None
+    if metric == "train_seconds":
+        value = entry.get("train_seconds")
+        return None if value is None else (value, value, value)
+    summary = (entry.get("metrics") or {}).get(metric)
+    if not summary or summary.get("mean") is None:
+        return None
+    mean = summary["mean"]
+    low, high = summary.get("ci_low"), summary.get("ci_high")
+    return (mean, mean, mean) if low is None or high is None else (mean, low, high)
+
+
+def plot_dimension(
+    pattern: str,
+    members: list[tuple[int, str]],
+    entries: list[Mapping[str, Any]],
+    path: Path,
+    floors: Mapping[str, Any] | None = None,
+    metrics: tuple[str, ...] = ("mmd2", "c2st"),
+) -> Path | None:
+    """Fidelity and training time of every sampler against the dimension of one target family's members.
+
+    One panel per metric and one of training seconds, all against d (log₂ x axis,
+    ticks at the members' d).  Each sampler is a line with error bars over seeds
+    (95 % t-intervals; none with one seed), slightly offset in x so bars do not
+    hide each other.  MMD² and training time are on a log y axis, where a value
+    ≤ 0 (an unbiased MMD² at the floor) is pinned to the bottom as ▼; C2ST is
+    linear with chance (0.5) dashed.  Each member's noise floor is a grey band up
+    to :func:`bench.report.pareto.noise_floor` (the floor's mean + 2 std or the
+    ``target-draws`` row, whichever is larger; symmetric about 0.5 for C2ST).
+    ``target-draws`` is drawn only through that band; samplers that train nothing
+    are left out of the training panel.  The legend sits outside, right.
+
+    Args:
+        pattern: The family's pattern (``"gmm-<d>"``), for the title.
+        members: ``(d, target name)`` of ≥ 2 members, sorted by d.
+        entries: Summary entries (:func:`bench.results.summarize`; other targets are ignored).
+        path: Output PNG, written atomically.
+        floors: ``floors`` of the results document (per target), or ``None``.
+        metrics: Headline metric keys, one panel each (those without a value anywhere are left out).
+
+    Returns:
+        ``path``, or ``None`` when no sampler has a value to draw.
+    """
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import NullLocator, StrMethodFormatter
+
+    from bench.contracts import REFERENCE_SAMPLER
+    from bench.report.pareto import CHANCE, LINEAR_METRICS, METRIC_LABELS, noise_floor
+
+    dims = [d for d, _ in members]
+    names = {target for _, target in members}
+    entries = [e for e in entries if e["target"] in names]
+    by_pair = {(e["sampler"], e["target"]): e for e in entries}
+    samplers = [s for s in dict.fromkeys(e["sampler"] for e in entries) if s != REFERENCE_SAMPLER]
+    metrics = tuple(m for m in metrics
+                    if any(_dimension_points(by_pair.get((s, t)), m) for s in samplers for t in names))
+    if not samplers:
+        return None
+    panels = (*metrics, "train_seconds")
+    several = any(len(e.get("ok_seeds", ())) > 1 for e in entries)
+    plt = _pyplot()
+    palette = plt.get_cmap("tab10").colors
+    style = {s: (palette[i % len(palette)], DIMENSION_MARKERS[i % len(DIMENSION_MARKERS)])
+             for i, s in enumerate(samplers)}
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 4.4), squeeze=False)
+    drawn: set[str] = set()
+    for ax, metric in zip(axes[0], panels):
+        linear = metric in LINEAR_METRICS
+        series = {}
+        for sampler in samplers:
+            points = [(d, _dimension_points(by_pair.get((sampler, target)), metric)) for d, target in members]
+            # A row that trains nothing (0 s) has no place on the log axis of training time.
+            points = [(d, p) for d, p in points if p is not None and not (metric == "train_seconds" and p[0] <= 0)]
+            if points:
+                series[sampler] = points
+                drawn.add(sampler)
+        tops = []
+        if metric != "train_seconds":
+            for d, target in members:
+                floor = (((floors or {}).get(target) or {}).get("metrics") or {}).get(metric)
+                tops.append((d, noise_floor(floor, by_pair.get((REFERENCE_SAMPLER, target)), metric)))
+            tops = [(d, top) for d, top in tops if top is not None]
+        positive = [p[0] for pts in series.values() for _, p in pts if p[0] > 0] + [top for _, top in tops]
+        bottom = min(positive) / 3 if positive else 1e-6
+        for k, (sampler, points) in enumerate(series.items()):
+            color, marker = style[sampler]
+            shift = 2 ** (0.05 * (k - (len(series) - 1) / 2))  # a few percent in d: bars side by side
+            x = [d * shift for d, _ in points]
+            shown = [p[0] if linear else max(p[0], bottom) for _, p in points]
+            low = [max(s - (p[1] if linear else max(p[1], bottom)), 0.0) for s, (_, p) in zip(shown, points)]
+            high = [max((p[2] if linear else max(p[2], bottom)) - s, 0.0) for s, (_, p) in zip(shown, points)]
+            ax.errorbar(x, shown, yerr=[low, high], color=color, lw=1.2, elinewidth=0.8, capsize=2, alpha=0.9)
+            for xi, si, (_, p) in zip(x, shown, points):
+                pinned = si > p[0]
+                ax.scatter([xi], [si], marker="v" if pinned else marker, s=22, color=color, zorder=3)
+        if tops:
+            band_x = [d for d, _ in tops]
+            upper = [top for _, top in tops]
+            lower = [2 * CHANCE - top for top in upper] if linear else [bottom / 1.5] * len(upper)
+            ax.fill_between(band_x, lower, upper, color="tab:gray", alpha=0.25, lw=0,
+                            label="noise floor (mean + 2 std)")
+        if linear:
+            ax.axhline(CHANCE, color="black", ls="--", lw=0.8, label=f"chance ({CHANCE:g})")
+            low, high = ax.get_ylim()  # an accuracy lies in [0, 1]; a t-interval over few seeds need not
+            ax.set_ylim(max(low, 0.0), min(high, 1.02))
+        else:
+            ax.set_yscale("log")
+            if metric != "train_seconds":
+                ax.set_ylim(bottom=bottom / 1.5)  # ▼ (pinned at ``bottom``) sit on the axis's lower edge
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(dims)
+        ax.set_xticklabels([str(d) for d in dims])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlim(dims[0] / 1.4, dims[-1] * 1.4)
+        ax.set_xlabel("dimension d")
+        label = "train seconds" if metric == "train_seconds" else METRIC_LABELS.get(metric, metric).split(" (")[0]
+        ax.set_ylabel(f"{label} (mean over seeds)")
+        if metric == "train_seconds":  # seconds read as plain numbers, not 6×10⁰
+            for axis_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+                axis_formatter(StrMethodFormatter("{x:g}"))
+        ax.set_title("training time of every network a row uses" if metric == "train_seconds"
+                     else METRIC_LABELS.get(metric, metric), fontsize=10)
+        ax.grid(True, which="major", alpha=0.3)
+        if not series:
+            ax.text(0.5, 0.5, "no sampler trains" if metric == "train_seconds" else f"no {metric} values",
+                    transform=ax.transAxes, ha="center", va="center")
+    handles = {sampler: Line2D([], [], color=color, marker=marker, lw=1.2)
+               for sampler, (color, marker) in style.items() if sampler in drawn}
+    for ax in axes[0]:  # the floor band and the chance line
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    bars = "95 % t-intervals over seeds" if several else "one seed, no intervals"
+    _title(fig, f"{pattern}: fidelity and training time against dimension (lines: mean; bars: {bars}; "
+                f"▼: ≤ 0, drawn at the bottom)")
+    _tight_under_title(fig)
+    fig.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
+               frameon=False)
     return save_figure(fig, path)

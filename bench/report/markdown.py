@@ -9,6 +9,9 @@ perfect sampler scores at this n; the headline metrics (MMD², C2ST) mark the
 best row and the rows tied with it; failed and skipped rows stay in the table
 with their reason (and which seeds, when only some failed); a row whose
 counted NFE carries a warning is marked ⚠ and the warning is listed below.
+After the target tables, each target family with several members gets a
+fidelity-versus-dimension section (:func:`dimension_section`); a document merged
+from several runs says so in its header (:func:`source_lines`).
 Version-1 documents are read through :func:`bench.results.upgrade`.
 """
 
@@ -55,7 +58,32 @@ def environment_lines(results: Mapping[str, Any]) -> list[str]:
         f"deterministic algorithms {_on_off(config.get('deterministic'))}, "
         f"common random numbers {_on_off(None if 'independent_noise' not in config else not config['independent_noise'])}",
         f"- **created**: {results.get('created', '?')} by pingsbench {env['pingsbench']}",
+        *source_lines(results),
     ]
+
+
+def source_lines(results: Mapping[str, Any]) -> list[str]:
+    """The header line of a document merged from several runs (:func:`bench.results.merge`); none otherwise.
+
+    It names each run (path, created, targets, seeds) and says whether their recorded
+    environments agree; when they differ, which keys differ, and that latencies and
+    speed-ups then compare rows timed in different environments.
+    """
+    sources = results.get("sources") or []
+    if len(sources) < 2:
+        return []
+    runs = "; ".join(f"`{source.get('path')}` ({source.get('created', '?')}: {', '.join(source.get('targets', []))}, "
+                     f"seeds {', '.join(map(str, source.get('seeds', [])))}, {plural(source.get('rows', 0), 'row')})"
+                     for source in sources)
+    differ = results.get("sources_differ") or []
+    if differ:
+        values = "; ".join(f"{key}: " + " / ".join(str((s.get("environment") or {}).get(key)) for s in sources)
+                           for key in differ)
+        where = (f"on different machines or software ({values}): the device line is the first run's, and "
+                 f"latencies and speed-ups compare rows timed in different environments")
+    else:
+        where = "every run recorded the same environment (device, software, platform)"
+    return [f"- **merged**: the leaderboard merges {len(sources)} runs ({runs}); {where}"]
 
 
 def _recorded(value: Any) -> str:
@@ -92,12 +120,13 @@ def interval_cell(summary: Mapping[str, Any] | None, spec: str = ".2e") -> str:
     return text
 
 
-def floor_cell(floor: Mapping[str, Any] | None, pairs: int, spec: str = ".2e") -> str:
-    """A metric's noise floor: ``mean ± std (P pairs)`` (no ``± std`` for a single pair)."""
+def floor_cell(floor: Mapping[str, Any] | None, pairs: int | None, spec: str = ".2e") -> str:
+    """A metric's noise floor: ``mean ± std (P pairs)`` (no ``± std`` for a single pair, no count for ``pairs=None``)."""
     if not floor or floor.get("mean") is None:
         return ""
     spread = f" ± {format(floor['std'], _spread_spec(spec))}" if floor.get("std") is not None else ""
-    return f"{format(floor['mean'], spec)}{spread} ({plural(pairs, 'pair')})"
+    count = "" if pairs is None else f" ({plural(pairs, 'pair')})"
+    return f"{format(floor['mean'], spec)}{spread}{count}"
 
 
 def _floor_metric_cell(floors: Mapping[str, Any], metric: str) -> str:
@@ -307,11 +336,95 @@ def significance_lines(
     return lines
 
 
+def dimension_section(
+    pattern: str,
+    members: Sequence[tuple[int, str]],
+    entries: Sequence[Mapping[str, Any]],
+    info: Mapping[str, Mapping[str, str]],
+    floors: Mapping[str, Any] | None = None,
+    figure: str | None = None,
+) -> str:
+    """Fidelity against dimension for one target family: a table per headline metric and one of training time.
+
+    Each table has one row per sampler and one column per member's dimension d; a
+    cell is the summary entry's :func:`interval_cell` (mean ± 95 % half-width over
+    seeds, the value with one seed), the status when no seed of that pair is ok, and
+    names the ok seeds' count when only some are.  The metric tables end with the
+    noise-floor row of each member (mean ± std over its pairs of exact draw sets);
+    the training table gives each row's mean training seconds (every network it uses).
+
+    Args:
+        pattern: The family's pattern, e.g. ``"gmm-<d>"``.
+        members: ``(d, target name)`` of the members in the results, sorted by d.
+        entries: Summary entries (:func:`bench.results.summarize`; other targets are ignored).
+        info: ``metric_info`` of the results document (labels and directions).
+        floors: ``floors`` of the results document (per target), or ``None``.
+        figure: File name of the family's dimension figure, linked under the tables.
+
+    Returns:
+        Markdown starting with a level-2 heading.
+    """
+    names = [name for _, name in members]
+    by_pair = {(e["sampler"], e["target"]): e for e in entries if e["target"] in names}
+    samplers = sorted(dict.fromkeys(sampler for sampler, _ in by_pair),
+                      key=lambda sampler: sampler != REFERENCE_SAMPLER)  # stable: run order after the reference
+    headers = ["sampler", *(f"d = {d}" for d, _ in members)]
+    metrics = [m for m in HEADLINE_METRICS if any(m in e.get("metrics", {}) for e in by_pair.values())]
+    floors = floors or {}
+    seeds = max((len(e.get("ok_seeds", ())) for e in by_pair.values()), default=0)
+    lines = [
+        f"## `{pattern}`: fidelity against dimension",  # in backticks: Markdown would read <d> as an HTML tag
+        "",
+        f"Each member of `{pattern}` in these results, by its dimension d. "
+        + ("Cells read mean ± half-width of the 95 % t-interval over the seeds; "
+           if seeds > 1 else "One seed: cells are single values, orderings within the floor's spread are not "
+                             "significant; ")
+        + "`(k/K seeds)` marks a pair that failed on some seeds. The noise-floor row is what a perfect sampler "
+          "scores at this n (mean ± std over pairs of exact draw sets, per d). Read MMD² beside C2ST: the "
+          "fixed-bandwidth kernel loses power as d grows (see Metrics).",
+        "",
+    ]
+
+    def cell(sampler: str, target: str, read: Callable[[Mapping[str, Any]], str]) -> str:
+        entry = by_pair.get((sampler, target))
+        if entry is None:
+            return "—"
+        if not entry.get("ok_seeds"):
+            return entry["status"]
+        text = read(entry)
+        if len(entry["ok_seeds"]) < len(entry.get("seeds", ())):
+            text += f" ({len(entry['ok_seeds'])}/{len(entry['seeds'])} seeds)"
+        return text
+
+    for metric in metrics:
+        spec = _value_spec(metric)
+        table = [[sampler, *(cell(sampler, name, lambda e: interval_cell(e["metrics"].get(metric), spec))
+                             for name in names)] for sampler in samplers]
+        pairs = {floors.get(name, {}).get("pairs") for name in names} - {None}
+        floor_cells = []
+        for name in names:
+            floor = ((floors.get(name) or {}).get("metrics") or {}).get(metric)
+            floor_cells.append(floor_cell(floor, None, spec) or "—")
+        label = f"*noise floor ({', '.join(map(str, sorted(pairs)))} pairs, mean ± std)*" if pairs else \
+            "*noise floor*"
+        table.append([label, *floor_cells])
+        lines += [f"**{_header(metric, info)}**", "",
+                  tabulate(table, headers=headers, tablefmt="github", disable_numparse=True), ""]
+    table = [[sampler, *(cell(sampler, name, lambda e: fmt(e.get("train_seconds"), ".1f")) for name in names)]
+             for sampler in samplers]
+    lines += ["**train s ↓** (seconds to train every network the row uses, mean over seeds)", "",
+              tabulate(table, headers=headers, tablefmt="github", disable_numparse=True), ""]
+    if figure:
+        lines.append(f"- [`{pattern}`: fidelity and training time against dimension]({figure})")
+    return "\n".join(lines).rstrip("\n")
+
+
 def render(
     results: Mapping[str, Any],
     figures: Mapping[str, list[tuple[str, str]]] | None = None,
     frontier: Callable[[list[Mapping[str, Any]]], set[str]] | None = None,
     extra_sections: Mapping[str, str] | None = None,
+    sections: Sequence[str] = (),
 ) -> str:
     """The whole leaderboard document.
 
@@ -321,6 +434,8 @@ def render(
         figures: Per target, ``(caption, relative path)`` of figures to link.
         frontier: Returns the sampler names on the accuracy–cost frontier of one target's summary entries (★).
         extra_sections: Per target, Markdown appended under its table (e.g. validation links).
+        sections: Markdown sections placed after every target's table, before the metric descriptions
+            (e.g. :func:`dimension_section`).
     """
     from bench.results import upgrade
 
@@ -364,6 +479,8 @@ def render(
             lines.append("")
         if extra_sections and target in extra_sections:
             lines += [extra_sections[target], ""]
+    for section in sections:
+        lines += [section, ""]
     lines += ["## Metrics", ""]
     lines += [f"- **{meta['label']}** ({ARROWS.get(meta['better'], '')}): {meta.get('description', '')}"
               for name, meta in info.items() if name != "mmd2_floor"]
