@@ -33,6 +33,7 @@ import dataclasses
 import importlib
 import logging
 import os
+import shutil
 import tempfile
 import traceback
 import uuid
@@ -42,7 +43,7 @@ from typing import Any, Iterator, Mapping, Sequence
 from bench.cache import ModelCache
 from bench.contracts import UnsupportedTarget
 from bench.errors import UsageError
-from bench.executors.gate import NodeGate
+from bench.executors.gate import NodeGate, gate_dir
 from bench.plugins import DISABLE_AUTOLOAD_ENV, DISABLE_PLUGINS_ENV, get_plugin_manager
 from bench.registry import Registry
 from bench.runner import (
@@ -293,6 +294,7 @@ class RayExecutor:
         finally:
             if started:
                 ray.shutdown()
+            shutil.rmtree(gate_dir(settings.run_id), ignore_errors=True)  # this node's; other nodes' stay in their /tmp
 
     def _execute(self, ray: Any, config: RunConfig, registry: Registry, pairs: Sequence[PairKey],
                  floors: Sequence[str], writer: ResultsWriter, settings: WorkerSettings) -> None:

@@ -68,7 +68,7 @@ def timed_on_lines(rows: Iterable[Mapping[str, Any]]) -> list[str]:
             kinds[timed_on["device_name"]] = kinds.get(timed_on["device_name"], 0) + 1
     if len(kinds) < 2:
         return []
-    counts = ", ".join(f"{name} ({count} rows)" for name, count in sorted(kinds.items()))
+    counts = ", ".join(f"{name} ({count} row{'' if count == 1 else 's'})" for name, count in sorted(kinds.items()))
     return [f"- **timed on {len(kinds)} kinds of device**: {counts}; latencies compare only between rows "
             f"timed on the same kind (each row's `timed_on` in results.json)"]
 

@@ -1,5 +1,5 @@
-"""Resuming a run (``--resume --out DIR``, ``--retry-failed``), the timing gate, and ``--executor`` checks
-that need no Ray."""
+"""Executors without Ray: resuming a run (``--resume --out DIR``, ``--retry-failed``), the timing gate,
+``--executor`` checks, the missing-Ray error, the leaderboard's timed-on line."""
 
 from __future__ import annotations
 
@@ -132,3 +132,14 @@ def test_gate_runs_a_timing_alone_and_lets_untimed_work_overlap(tmp_path, monkey
     assert at["work1 start"] < at["work0 end"] and at["work0 start"] < at["work1 end"]  # untimed work overlaps
     assert at["timing start"] >= max(at["work0 end"], at["work1 end"])
     assert at["late start"] >= at["timing end"]
+
+
+def test_leaderboard_header_says_when_rows_were_timed_on_several_kinds_of_device():
+    from bench.report.markdown import timed_on_lines
+
+    def row(device_name, status="ok"):
+        return {"status": status, "timed_on": {"node": "n", "device_name": device_name}}
+
+    assert timed_on_lines([row("AMD EPYC"), row("AMD EPYC"), row("Intel Xeon", status="failed")]) == []
+    (line,) = timed_on_lines([row("AMD EPYC"), row("AMD EPYC"), row("NVIDIA H100")])
+    assert "timed on 2 kinds of device" in line and "AMD EPYC (2 rows)" in line and "NVIDIA H100 (1 row)" in line
