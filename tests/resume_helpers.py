@@ -34,9 +34,13 @@ def interrupted_run(out: Path, cache: Path, sig: signal.Signals, env: dict[str, 
     """
     command = [sys.executable, "-m", "bench.cli", "run", *RUN_OPTIONS, "--cache-dir", str(cache), "--out", str(out)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600  # generous: a loaded CI machine imports torch slowly
     while not rows_of(out) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
+    if not rows_of(out):
+        process.kill()
+        _, err = process.communicate()
+        raise AssertionError(f"the run wrote no row (exit status {process.returncode}):\n{err}")
     process.send_signal(sig)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 128 + sig, err
