@@ -487,7 +487,8 @@ PairKey = tuple[str, int, str]
 
 def grid(config: RunConfig) -> list[PairKey]:
     """Every pair of the run in the order the in-process executor visits them (per target: seed, then sampler)."""
-    return [(target, seed, sampler) for target in config.targets for seed in config.seeds for sampler in config.samplers]
+    return [(target, seed, sampler)
+            for target in config.targets for seed in config.seeds for sampler in config.samplers]
 
 
 def target_floor(target: Target, config: RunConfig) -> dict[str, Any] | None:
@@ -578,7 +579,8 @@ class ResultsWriter:
     def add_row(self, row: dict[str, Any], figures: dict[str, np.ndarray]) -> None:
         """Insert a finished row in grid order, rebuild the summary, write both files, report the row."""
         self.results["rows"].append(row)
-        self.results["rows"].sort(key=lambda r: self._order.get((r["target"], r["seed"], r["sampler"]), len(self._order)))
+        self.results["rows"].sort(
+            key=lambda r: self._order.get((r["target"], r["seed"], r["sampler"]), len(self._order)))
         self.figure_samples.update(figures)
         self.write()
         if self.on_row is not None:
@@ -689,10 +691,7 @@ def run(
             log.warning("resuming %s: %d of %d rows kept, %d to run", out_dir, len(done), len(grid(config)),
                         len(pairs))
         executor.execute(config, registry, pairs, floors, writer)
-        if pairs:
-            results["summary"] = summarize(results["rows"], samplers=config.samplers, targets=config.targets)
-        else:  # nothing ran (a resume of a finished run): the document still takes this run's settings
-            writer.write()
+        writer.write()  # also when nothing ran (a resumed finished run): the document takes this run's settings
     return results
 
 
