@@ -37,9 +37,6 @@ def ray_instance():
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PINGSBENCH_DISABLE_PLUGIN_AUTOLOAD", "1")
         patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-        # On a loaded 2-core machine Ray's agents take longer to start than the raylet waits by default
-        # (it then aborts with "Timed out waiting for file .../metrics_agent_port_…").
-        patch.setenv("RAY_agent_register_timeout_ms", "600000")
         ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
         try:
             yield
