@@ -18,12 +18,21 @@ Cache trouble is never fatal and never costs a trained model:
 * a cache directory that cannot be created or written degrades the cache to
   memory only for the rest of the run, with one warning.
 
+Several processes may share one cache directory (the workers of
+``--executor ray`` on a shared file system, or two runs on one machine): an
+entry is looked up, trained and written while holding a lock file next to it
+(:class:`filelock.FileLock`, ``flock`` on POSIX), so one process trains it and
+every other one waiting for the lock then loads it.  The lock file is removed
+on release (filelock notices a peer that removed it and takes a fresh one), so
+a finished run leaves only entries in the folder.
+
 ``ModelCache(directory, plan_only=True)`` answers what a run *would* do
 (``--dry-run``): it builds modules but never trains or writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -33,8 +42,9 @@ import re
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
+import filelock
 import numpy as np
 import torch
 
@@ -214,24 +224,56 @@ class ModelCache:
         if self.plan_only:
             return self._plan(ctx, model_id, kind, key_json, path, module)
 
-        info = self._load(path, key_json, module) if path is not None else None
-        source = "disk"
-        if info is None:
-            if path is not None and path.exists():
-                # a failed strict load may have copied some tensors: train from the seeded initialisation
-                module = seeded_build()
-            source = "trained"
-            module.train()
-            start = time.perf_counter()
-            info = plain_info(dict(train(module)))
-            info["train_seconds"] = time.perf_counter() - start
-        module.eval().requires_grad_(False)
-        # In memory first: whatever happens to the disk copy, the run keeps the model.
-        self._memory[key_json] = (module, info)
-        if source == "trained" and path is not None:
-            self._save(path, key_json, module, info)
+        with self._entry_lock(path, model_id):
+            info = self._load(path, key_json, module) if path is not None else None
+            source = "disk"
+            if info is None:
+                if path is not None and path.exists():
+                    # a failed strict load may have copied some tensors: train from the seeded initialisation
+                    module = seeded_build()
+                source = "trained"
+                module.train()
+                start = time.perf_counter()
+                info = plain_info(dict(train(module)))
+                info["train_seconds"] = time.perf_counter() - start
+            module.eval().requires_grad_(False)
+            # In memory first: whatever happens to the disk copy, the run keeps the model.
+            self._memory[key_json] = (module, info)
+            if source == "trained" and path is not None:
+                self._save(path, key_json, module, info)
         self._record(ctx, model_id, kind, source, info)
         return module
+
+    @contextlib.contextmanager
+    def _entry_lock(self, path: Path | None, model_id: str) -> Iterator[None]:
+        """Hold the lock of the entry at ``path`` for the block: one process trains it, the others then load it.
+
+        Without a directory, or where the lock file cannot be created (an unwritable
+        cache, which the first save then reports), the block runs unlocked.
+        """
+        if path is None or self._disk_failed:
+            yield
+            return
+        lock_path = path.with_name(path.name + ".lock")
+        lock = filelock.FileLock(lock_path)
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                lock.acquire(timeout=0)
+            except filelock.Timeout:
+                log.info("waiting for another process to finish training %s", model_id)
+                lock.acquire()
+        except OSError:
+            yield
+            return
+        try:
+            yield
+        finally:
+            lock.release()
+            # Leave only entries in the folder.  A process already waiting on the removed file may
+            # lock it (filelock ≥ 4 notices and locks the path afresh); it then finds the entry and
+            # loads it, so at worst, where the entry could not be written, a model is trained twice.
+            lock_path.unlink(missing_ok=True)
 
     def _plan(
         self, ctx: "FitContext", model_id: str, kind: str, key_json: str, path: Path | None, module: torch.nn.Module

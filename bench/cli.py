@@ -4,7 +4,8 @@ Exit status: 0 all rows ok, 1 some row failed, 2 bad usage: a wrong option or
 name, an unusable output folder or results file, or a broken plugin, refused
 before any work with one line ``error: <what was wrong>; <what is allowed>``
 (``-v`` adds the traceback).  ``list`` still works with a broken plugin and
-shows it with its reason.
+shows it with its reason.  A run stopped by Ctrl-C or SIGTERM exits 130 or 143,
+its finished rows saved for ``--resume``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import time
 import traceback
@@ -122,6 +124,22 @@ def build_parser() -> argparse.ArgumentParser:
         run.add_argument("--dry-run", action="store_true",
                          help="check everything, list the pairs and which models would be trained, loaded or "
                               "reused; train nothing, write nothing")
+        run.add_argument("--resume", action="store_true",
+                         help="continue the run in --out DIR: keep its finished rows whose configuration matches "
+                              "(sampler, target, seed, profile, n, dtype, threads, device type, common random "
+                              "numbers, pingsbench version) and run only the rest")
+        run.add_argument("--retry-failed", action="store_true", help="with --resume, run failed rows again too")
+        run.add_argument("--executor", default="local", choices=["local", "ray"],
+                         help="where pairs run: in this process, or one Ray task per (sampler, target, seed) "
+                              "(needs pip install \"pingsbench[ray]\" and a --cache-dir every node can write)")
+        run.add_argument("--ray-address",
+                         help="Ray cluster to join: 'auto' (the cluster this machine belongs to, e.g. started on "
+                              "a SLURM allocation) or host:port (default: start a local Ray instance)")
+        run.add_argument("--cpus-per-task", type=float,
+                         help="CPUs Ray reserves per task, > 0 (default: --threads)")
+        run.add_argument("--gpus-per-task", type=float,
+                         help="GPUs Ray reserves per task, ≥ 0; fractions share a GPU (default: 1 with a CUDA "
+                              "--device, else 0)")
 
     report = sub.add_parser("report", parents=[verbose],
                             help="re-render leaderboard.md and figures from a results.json (or its folder); "
@@ -183,9 +201,18 @@ def cmd_list(registry: Registry, as_json: bool) -> int:
 
 
 def cmd_run(args: argparse.Namespace, registry: Registry, sweep: bool) -> int:
-    from bench.runner import RunConfig
+    from bench.executors import make_executor
+    from bench.runner import RunConfig, previous_results
 
     check_options(args)
+    if args.retry_failed and not args.resume:
+        raise UsageError("--retry-failed reruns the failed rows of a resumed run; add --resume --out DIR")
+    if args.resume and args.out is None:
+        raise UsageError("--resume continues the run in a folder; give it with --out DIR")
+    if args.resume and args.dry_run:
+        raise UsageError("--dry-run plans a whole run and does not combine with --resume; leave one out")
+    executor = make_executor(args.executor, ray_address=args.ray_address, cpus_per_task=args.cpus_per_task,
+                             gpus_per_task=args.gpus_per_task)
     samplers = select_samplers(parse_names(args.samplers, "--samplers"), registry, sweep)
     targets = select_targets(parse_names(args.targets, "--targets"), registry)
     profile = get_profile(args.profile)
@@ -207,14 +234,39 @@ def cmd_run(args: argparse.Namespace, registry: Registry, sweep: bool) -> int:
         progress=not args.no_progress and sys.stderr.isatty(),  # bars would litter a piped log
     )
     config.validate(registry)
+    if not args.dry_run:
+        executor.check(config)
     out = check_out_dir(args.out if args.out is not None else default_out_dir(), "--out", create=not args.dry_run)
     if args.dry_run:
         return cmd_dry_run(config, registry, out)
-    return execute(config, registry, out)
+    if args.resume:
+        previous_results(out)  # an unreadable results.json is refused before any work
+    return execute(config, registry, out, executor=executor, resume=args.resume, retry_failed=args.retry_failed)
 
 
-def execute(config: Any, registry: Registry, out: Path) -> int:
-    """Run ``config`` into ``out``, report each row as it finishes, then render the report."""
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so that a run stops the way Ctrl-C stops it."""
+
+
+def _terminate(signum: int, frame: Any) -> NoReturn:
+    raise Interrupted
+
+
+def _handle_sigterm(handler: Any) -> Any:
+    """Install ``handler`` for SIGTERM and return the previous one (nothing to do outside the main thread)."""
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # signal handlers can only be set from the main thread
+        return handler
+
+
+def execute(config: Any, registry: Registry, out: Path, *, executor: Any = None, resume: bool = False,
+            retry_failed: bool = False) -> int:
+    """Run ``config`` into ``out``, report each row as it finishes, then render the report.
+
+    Ctrl-C or SIGTERM stops the run (pending Ray tasks are cancelled) with the rows finished
+    so far in ``out/results.json`` and a line saying how to resume; exit status 130 (143 for SIGTERM).
+    """
     from tqdm import tqdm
 
     from bench.report import write_report
@@ -228,8 +280,18 @@ def execute(config: Any, registry: Registry, out: Path) -> int:
         pairs.write(f"{row['target']:>8} seed {row['seed']:<4} {row['sampler']:<28} {row['status']}"
                     + (f"  ({row['error']})" if row["error"] else ""))
 
-    print(f"writing to {out}/ after every row")
-    results = run(config, registry, out_dir=out, on_row=on_row)
+    print(f"writing to {out}/ after every row" + (f" ({executor.name} executor)" if executor else ""), flush=True)
+    previous_handler = _handle_sigterm(_terminate)
+    try:
+        results = run(config, registry, out_dir=out, on_row=on_row, executor=executor, resume=resume,
+                      retry_failed=retry_failed)
+    except KeyboardInterrupt as exc:
+        pairs.close()
+        print(f"interrupted: the finished rows are in {out}/results.json; to continue, run the same command "
+              f"with --resume --out {out}", file=sys.stderr)
+        return 128 + (signal.SIGTERM if isinstance(exc, Interrupted) else signal.SIGINT)
+    finally:
+        _handle_sigterm(previous_handler or signal.SIG_DFL)
     pairs.close()
     write_report(results, out, registry)
     failed = [r for r in results["rows"] if r["status"] == "failed"]

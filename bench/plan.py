@@ -9,12 +9,13 @@ cache directory, or trained.
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Sequence
 
 from bench.cache import ModelCache
 from bench.contracts import UnsupportedTarget
 from bench.registry import Registry
-from bench.runner import PairSession, RunConfig, error_text, run_settings
+from bench.runner import PairKey, PairSession, RunConfig, error_text, run_settings
 
 
 def plan_run(config: RunConfig, registry: Registry) -> list[dict[str, Any]]:
@@ -60,3 +61,61 @@ def _plan_pairs(config: RunConfig, registry: Registry, cache: ModelCache) -> lis
                 except Exception as exc:  # the run would record this pair as failed; the plan goes on
                     entry.update(status="failed", reason=error_text(exc))
     return plan
+
+
+@dataclasses.dataclass
+class TrainingPlan:
+    """Which pair trains each model, and which models each pair must wait for.
+
+    A model is trained by a *fit* of its trainer pair (the first pair of the run, in
+    grid order, that uses it and is to run); every other pair that uses it, and the
+    trainer's own measured run, start after that fit.  A fit waits for the fits that
+    train the models it builds on (a distilled student's teacher).
+
+    Attributes:
+        trainer: Model id → the pair whose fit trains it.
+        waits_for: Pair → ids of the models it uses that are trained in this run (none: the pair
+            uses no model, or only models already in the cache).
+    """
+
+    trainer: dict[str, PairKey]
+    waits_for: dict[PairKey, list[str]]
+
+    def fits(self) -> list[PairKey]:
+        """The trainer pairs, each once, in grid order (so every fit comes after those it waits for)."""
+        return list(dict.fromkeys(self.trainer.values()))
+
+    def fit_waits_for(self, pair: PairKey) -> list[PairKey]:
+        """The other trainer pairs whose fits the fit of ``pair`` must wait for."""
+        return list(dict.fromkeys(self.trainer[m] for m in self.waits_for.get(pair, []) if self.trainer[m] != pair))
+
+
+def training_plan(plan: Sequence[dict[str, Any]], pairs: Sequence[PairKey]) -> TrainingPlan:
+    """The trainings of the pairs ``pairs`` of a :func:`plan_run` plan (computed with the run's cache directory).
+
+    Models the plan loads from disk need no training.  A model the plan trains or reuses
+    from memory is trained by the first of ``pairs`` (in plan order) that uses it: a pair
+    left out of ``pairs`` (a resumed run's kept row) trains nothing.  Model ids of models
+    built on untrained ones (a student keyed by its teacher's weights) may differ from the
+    run's, but consistently for every pair of the plan, which is all the schedule needs.
+
+    Args:
+        plan: :func:`plan_run`'s entries.
+        pairs: The ``(target, seed, sampler)`` pairs that will run.
+
+    Returns:
+        The :class:`TrainingPlan`.
+    """
+    todo = set(pairs)
+    trainer: dict[str, PairKey] = {}
+    waits_for: dict[PairKey, list[str]] = {}
+    for entry in plan:
+        key = (entry["target"], entry["seed"], entry["sampler"])
+        if key not in todo or entry["status"] != "run":
+            continue
+        models = [model["id"] for model in entry["models"] if model["source"] != "disk"]
+        for model_id in models:
+            trainer.setdefault(model_id, key)
+        if models:
+            waits_for[key] = list(dict.fromkeys(models))
+    return TrainingPlan(trainer, waits_for)

@@ -466,3 +466,57 @@ def _source_record(document: Mapping[str, Any], path: str, rows: Sequence[Row]) 
 def json_text(value: Any) -> str:
     """A setting's value as it reads in ``results.json`` (``null`` when not recorded)."""
     return json.dumps(value, sort_keys=True, default=str)
+
+
+#: What a kept row's run must share with the resuming run (``config`` fields; ``device`` by its type),
+#: besides the pingsbench version: everything that changes a row's fidelity metrics or NFE.
+RESUME_SETTINGS = ("profile", "n", "dtype", "threads", "device", "independent_noise")
+
+
+def _resume_setting(document: Mapping[str, Any], name: str) -> Any:
+    value = document.get("config", {}).get(name)
+    if name == "device" and isinstance(value, str):
+        return value.split(":", 1)[0]  # the device type: cuda:0 and cuda:1 measure alike
+    return value
+
+
+def resumable_rows(
+    previous: Mapping[str, Any], current: Mapping[str, Any], retry_failed: bool = False
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The rows and floors of ``previous`` that a run configured as ``current`` keeps instead of rerunning.
+
+    A row is kept when both documents agree on every :data:`RESUME_SETTINGS` field and the
+    pingsbench version (``environment.pingsbench``), its (sampler, target, seed) lies in
+    ``current``'s grid, and its status is ``ok`` or ``skipped`` (or ``failed``, unless
+    ``retry_failed``).  A target's floor is kept when the settings agree and so do the
+    base ``seed`` and ``floor_pairs``.
+
+    Args:
+        previous: A version-2 results document (:func:`upgrade`), e.g. an interrupted run's.
+        current: The new run's document (its ``config`` and ``environment``).
+        retry_failed: Leave ``failed`` rows out, so their pairs run again.
+
+    Returns:
+        Copies of the kept rows (in ``previous``'s order) and ``{target: floor}``; both empty when
+        a setting differs (the first difference is logged).
+    """
+    import logging
+
+    log = logging.getLogger("pingsbench")
+    settings = [(name, _resume_setting(previous, name), _resume_setting(current, name)) for name in RESUME_SETTINGS]
+    settings.append(("pingsbench version", previous.get("environment", {}).get("pingsbench"),
+                     current.get("environment", {}).get("pingsbench")))
+    differing = [(name, old, new) for name, old, new in settings if old != new]
+    if differing:
+        name, old, new = differing[0]
+        log.warning("the previous results were made with %s %s, this run uses %s: no row is kept", name, old, new)
+        return [], {}
+    config = current["config"]
+    pairs = {(t, s, p) for t in config["targets"] for s in config["seeds"] for p in config["samplers"]}
+    statuses = ("ok", "skipped") if retry_failed else ("ok", "skipped", "failed")
+    rows = [copy.deepcopy(dict(row)) for row in previous.get("rows", [])
+            if (row["target"], row.get("seed", 0), row["sampler"]) in pairs and row["status"] in statuses]
+    same_floor = all(previous["config"].get(key) == config.get(key) for key in ("seed", "floor_pairs"))
+    floors = {name: copy.deepcopy(floor) for name, floor in (previous.get("floors") or {}).items()
+              if same_floor and name in config["targets"]}
+    return rows, floors

@@ -12,11 +12,12 @@ import dataclasses
 import json
 import logging
 import os
+import socket
 import time
 import traceback
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, ContextManager, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -25,12 +26,12 @@ from torch import Tensor
 from bench.cache import ModelCache, atomic_write_bytes
 from bench.contracts import FitContext, SampleFn, Sampler, Target, UnsupportedTarget
 from bench.counting import CountedTarget, count_evaluations, nfe_record
-from bench.environment import environment
+from bench.environment import describe_device, environment
 from bench.errors import UsageError
 from bench.metrics import METRIC_SPECS, compute_metrics
 from bench.profiles import Profile
 from bench.registry import Registry
-from bench.results import RESULTS_SCHEMA, summarize
+from bench.results import RESULTS_SCHEMA, resumable_rows, summarize
 from bench.seeding import derive_seed
 from bench.timing import Timer
 from bench.validation import CONFIG_CHECKS, check_run_names
@@ -374,10 +375,51 @@ def new_row(sampler_name: str, target_name: str, seed: int, registry: Registry, 
         "warnings": [],
         "latency_ms": None,
         "samples_per_s": None,
+        "timed_on": None,
+        "timing_window": None,
         "fit_seconds": None,
         "fit": {},
         "metrics": {},
     }
+
+
+def device_kind(device: torch.device) -> str:
+    """The kind of device a latency was measured on: the GPU's name, or the CPU's model name where Linux tells it.
+
+    :func:`bench.environment.describe_device` answers ``x86_64`` for most CPUs, which cannot
+    tell two kinds of node apart; ``/proc/cpuinfo`` names the model.
+    """
+    if device.type == "cpu":
+        with contextlib.suppress(OSError):
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return describe_device(device)
+
+
+class TimingGate(Protocol):
+    """When a pair may work: everything but the latency measurement is ``untimed``, the measurement ``timed``.
+
+    An executor that runs pairs side by side passes a gate under which a ``timed``
+    block runs alone on its machine (:class:`bench.executors.gate.NodeGate`); the
+    in-process executor runs one thing at a time and needs none (:data:`NO_GATE`).
+    """
+
+    def untimed(self) -> ContextManager[None]: ...
+
+    def timed(self) -> ContextManager[None]: ...
+
+
+class _NoGate:
+    def untimed(self) -> ContextManager[None]:
+        return contextlib.nullcontext()
+
+    def timed(self) -> ContextManager[None]:
+        return contextlib.nullcontext()
+
+
+#: The gate of a process that runs one pair at a time.
+NO_GATE: TimingGate = _NoGate()
 
 
 def run_pair(
@@ -388,29 +430,43 @@ def run_pair(
     cache: ModelCache,
     config: RunConfig,
     figure_samples: dict[str, np.ndarray],
+    gate: TimingGate = NO_GATE,
 ) -> dict[str, Any]:
-    """Fit, sample, measure one sampler on one target in replicate ``data.seed``; never raises for its faults."""
+    """Fit, sample, measure one sampler on one target in replicate ``data.seed``; never raises for its faults.
+
+    The latency is measured inside ``gate.timed()``, everything else inside ``gate.untimed()``;
+    the row records where (``timed_on``: ``{"node": host name, "device_name"}``) and when
+    (``timing_window``: ``{"start", "end"}``, Unix seconds) it was timed.
+    """
     row = new_row(sampler_name, target.name, data.seed, registry, config)
     sampler = registry.sampler(sampler_name)
     try:
-        sampler.check(target)
+        with gate.untimed():
+            sampler.check(target)
     except UnsupportedTarget as exc:
         return _failure(row, "skipped", exc)
     except Exception as exc:  # a broken check() is the sampler's fault, not the run's
         return _failure(row, "failed", exc)
 
     try:
-        session = PairSession.fit(sampler, target, config, cache, data.seed)
-        row["fit_seconds"] = session.fit_seconds
-        row["fit"] = {"models": session.ctx.models, "artifacts": session.ctx.artifacts}
-        samples, nfe_fields = session.sample_counted()
+        with gate.untimed():
+            session = PairSession.fit(sampler, target, config, cache, data.seed)
+            row["fit_seconds"] = session.fit_seconds
+            row["fit"] = {"models": session.ctx.models, "artifacts": session.ctx.artifacts}
+            samples, nfe_fields = session.sample_counted()
         row.update(nfe_fields)
         for warning in row["warnings"]:
             log.warning("%s on %s: %s", sampler_name, target.name, warning)
-        timing = Timer(config.device).measure(session.timed_call(), repeats=config.repeats, warmup=config.warmup)
+        call = session.timed_call()
+        with gate.timed():
+            start = time.time()
+            timing = Timer(config.device).measure(call, repeats=config.repeats, warmup=config.warmup)
+            row["timing_window"] = {"start": start, "end": time.time()}
+        row["timed_on"] = {"node": socket.gethostname(), "device_name": device_kind(config.device)}
         row["latency_ms"] = timing.summary()
         row["samples_per_s"] = config.n / (row["latency_ms"]["median"] / 1e3)
-        row["metrics"] = session.metrics(samples, data)
+        with gate.untimed():
+            row["metrics"] = session.metrics(samples, data)
         figure_samples[sampler_name] = samples[: figure_points(target.dim)].numpy()
     except Exception as exc:  # one pair's failure must not stop the others
         return _failure(row, "failed", exc)
@@ -425,11 +481,161 @@ def metric_info(registry: Registry, target_names: list[str]) -> dict[str, dict[s
     return {s.name: {"label": s.label, "better": s.better, "description": s.description} for s in specs}
 
 
+#: One result row's place in the grid: ``(target, seed, sampler)``.
+PairKey = tuple[str, int, str]
+
+
+def grid(config: RunConfig) -> list[PairKey]:
+    """Every pair of the run in the order the in-process executor visits them (per target: seed, then sampler)."""
+    return [(target, seed, sampler)
+            for target in config.targets for seed in config.seeds for sampler in config.samplers]
+
+
+def target_floor(target: Target, config: RunConfig) -> dict[str, Any] | None:
+    """:func:`noise_floor` of ``target`` from the base seed; ``None`` (and a warning) if the target cannot draw."""
+    try:
+        return noise_floor(target, config.n, config.seed, config.floor_pairs)
+    except Exception:  # its reference sets will fail too, and say why in the rows
+        log.warning("target %s has no noise floor:\n%s", target.name, traceback.format_exc())
+        return None
+
+
+def reference_set(target: Target, config: RunConfig, seed: int) -> TargetData | BaseException:
+    """:func:`prepare_target`, or (with a warning) the exception that kept the target from drawing it."""
+    try:
+        return prepare_target(target, config, seed)
+    except Exception as exc:  # a target that cannot draw its reference set fails its own rows, not the run
+        log.warning("target %s cannot draw its reference set for seed %d:\n%s", target.name, seed,
+                    traceback.format_exc())
+        return exc
+
+
+def pair_row(
+    sampler_name: str,
+    target: Target,
+    seed: int,
+    data: TargetData | BaseException,
+    registry: Registry,
+    cache: ModelCache,
+    config: RunConfig,
+    gate: TimingGate = NO_GATE,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The row of one (sampler, target, seed) pair and its figure points; what every executor runs per pair.
+
+    Args:
+        data: The replicate's reference set (:func:`reference_set`), or why there is none (the row then fails).
+
+    Returns:
+        The row and ``{"<target>/<sampler>": points}`` (plus ``"<target>/reference"``) when ``seed``
+        is the run's first seed (the seed whose points the figures show), else ``{}``.
+    """
+    if isinstance(data, BaseException):
+        row = new_row(sampler_name, target.name, seed, registry, config)
+        row.update(status="failed", error=f"target {target.name!r} cannot draw its reference set: "
+                                          f"{error_text(data)}")
+        return row, {}
+    pair_samples: dict[str, np.ndarray] = {}
+    row = run_pair(sampler_name, target, data, registry, cache, config, pair_samples, gate)
+    if seed != config.seeds[0]:
+        return row, {}
+    figures = {f"{target.name}/{name}": points for name, points in pair_samples.items()}
+    figures[f"{target.name}/reference"] = data.reference[: figure_points(target.dim)].numpy()
+    return row, figures
+
+
+class ResultsWriter:
+    """The results document of one run, rewritten atomically after every row.
+
+    Rows are kept in grid order (:func:`grid`), whatever order they arrive in, and
+    ``summary`` is rebuilt from them on every write, so an interrupted run leaves a
+    complete document of the rows it finished, and a resumed or distributed run the
+    same document as an uninterrupted in-process one.
+
+    Args:
+        results: The document (rows already kept by a resume included).
+        config: The run's settings (the grid's order).
+        out_dir: Where ``results.json`` and ``samples.npz`` go; ``None`` writes nothing.
+        on_row: Called with each new row (progress display).
+        figure_samples: Figure points already kept (by a resume).
+    """
+
+    def __init__(
+        self,
+        results: dict[str, Any],
+        config: RunConfig,
+        out_dir: Path | None,
+        on_row: Callable[[dict[str, Any]], None] | None = None,
+        figure_samples: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        self.results, self.config, self.out_dir, self.on_row = results, config, out_dir, on_row
+        self.figure_samples = dict(figure_samples or {})
+        self._order = {key: index for index, key in enumerate(grid(config))}
+
+    def add_floor(self, target_name: str, floor: dict[str, Any] | None) -> None:
+        """Record a target's noise floor (``None``: it has none)."""
+        if floor is not None:
+            self.results["floors"][target_name] = floor
+
+    def add_row(self, row: dict[str, Any], figures: dict[str, np.ndarray]) -> None:
+        """Insert a finished row in grid order, rebuild the summary, write both files, report the row."""
+        self.results["rows"].append(row)
+        self.results["rows"].sort(
+            key=lambda r: self._order.get((r["target"], r["seed"], r["sampler"]), len(self._order)))
+        self.figure_samples.update(figures)
+        self.write()
+        if self.on_row is not None:
+            self.on_row(row)
+
+    def write(self) -> None:
+        """Rebuild the summary; write ``results.json`` and ``samples.npz`` (if there is an output folder)."""
+        self.results["summary"] = summarize(self.results["rows"], samplers=self.config.samplers,
+                                            targets=self.config.targets)
+        if self.out_dir is not None:
+            write_results(self.results, self.out_dir)
+            write_samples(self.figure_samples, self.out_dir)
+
+
+class Executor(Protocol):
+    """Runs a run's pairs and hands each finished row to a :class:`ResultsWriter`.
+
+    Implementations: :class:`bench.executors.local.LocalExecutor` (in-process, the default) and
+    :class:`bench.executors.ray.RayExecutor` (one Ray task per pair).  Both produce rows through
+    :func:`pair_row`, so their fidelity metrics and NFE agree for the same seeds and threads.
+    """
+
+    name: str
+
+    def check(self, config: RunConfig) -> None:
+        """Refuse what this executor cannot run, before any work (raises :class:`UsageError`)."""
+
+    def execute(self, config: RunConfig, registry: Registry, pairs: Sequence[PairKey], floors: Sequence[str],
+                writer: ResultsWriter) -> None:
+        """Run ``pairs`` (a sub-list of :func:`grid`) and the noise floors of ``floors`` into ``writer``."""
+
+
+def new_results(config: RunConfig, registry: Registry) -> dict[str, Any]:
+    """The results document of ``config`` before any row (schema :data:`bench.results.RESULTS_SCHEMA`)."""
+    return {
+        "schema": RESULTS_SCHEMA,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "environment": environment(config.device, config.dtype),
+        "config": config.to_json(),
+        "metric_info": metric_info(registry, config.targets),
+        "floors": {},
+        "rows": [],
+        "summary": [],
+    }
+
+
 def run(
     config: RunConfig,
     registry: Registry,
     out_dir: Path | None = None,
     on_row: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    executor: Executor | None = None,
+    resume: bool = False,
+    retry_failed: bool = False,
 ) -> dict[str, Any]:
     """Run every selected sampler on every selected target, once per replicate seed.
 
@@ -444,81 +650,65 @@ def run(
         out_dir: If given, ``results.json`` and ``samples.npz`` (figure points of the first seed)
             are written there atomically after every row, so an interrupted run keeps what it finished.
         on_row: Called with each finished row (progress display).
+        executor: Where the pairs run; default: in this process
+            (:class:`bench.executors.local.LocalExecutor`).
+        resume: Keep the rows of ``out_dir/results.json`` whose configuration matches
+            (:func:`bench.results.resumable_rows`: ``ok`` and ``skipped`` rows, ``failed`` ones
+            unless ``retry_failed``) and their floors and figure points; run only the other pairs.
+            Without a ``results.json`` there the run starts afresh.
+        retry_failed: With ``resume``, run the pairs of ``failed`` rows again.
 
     Returns:
         The results document (schema :data:`bench.results.RESULTS_SCHEMA`): ``schema``, ``created``,
         ``environment``, ``config``, ``metric_info``, ``floors`` (per target), ``rows`` (one per
-        sampler, target and seed) and ``summary`` (:func:`bench.results.summarize` of the rows).
+        sampler, target and seed, in grid order) and ``summary`` (:func:`bench.results.summarize` of the rows).
 
     Raises:
         UsageError: A name that is unknown, listed twice or not available in its family
-            (see :meth:`RunConfig.validate`), before any work.
+            (see :meth:`RunConfig.validate`), ``resume`` without ``out_dir`` or with an unreadable
+            ``results.json``, or a run the executor refuses; all before any work.
     """
+    from bench.executors.local import LocalExecutor
+
     config.validate(registry)
+    executor = executor if executor is not None else LocalExecutor()
+    executor.check(config)
+    previous = previous_results(out_dir) if resume else None
     with run_settings(config):
-        results: dict[str, Any] = {
-            "schema": RESULTS_SCHEMA,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "environment": environment(config.device, config.dtype),
-            "config": config.to_json(),
-            "metric_info": metric_info(registry, config.targets),
-            "floors": {},
-            "rows": [],
-            "summary": [],
-        }
-        cache = ModelCache(config.cache_dir)
+        results = new_results(config, registry)
         figure_samples: dict[str, np.ndarray] = {}
-        for target_name in config.targets:
-            target = registry.target(target_name)
-            try:
-                results["floors"][target_name] = noise_floor(target, config.n, config.seed, config.floor_pairs)
-            except Exception:  # its reference sets will fail too, and say why in the rows
-                log.warning("target %s has no noise floor:\n%s", target_name, traceback.format_exc())
-            for seed in config.seeds:
-                _run_replicate(target, seed, config, registry, cache, results, figure_samples, out_dir, on_row)
-        results["summary"] = summarize(results["rows"], samplers=config.samplers, targets=config.targets)
+        if previous is not None:
+            results["rows"], results["floors"] = resumable_rows(previous, results, retry_failed)
+            kept_targets = {row["target"] for row in results["rows"]}
+            if (Path(out_dir) / "samples.npz").exists():
+                figure_samples = {key: points for key, points in load_samples(out_dir).items()
+                                  if key.split("/", 1)[0] in kept_targets}
+        writer = ResultsWriter(results, config, out_dir, on_row, figure_samples)
+        done = {(row["target"], row["seed"], row["sampler"]) for row in results["rows"]}
+        pairs = [key for key in grid(config) if key not in done]
+        floors = [name for name in config.targets if name not in results["floors"]]
+        if previous is not None:
+            log.warning("resuming %s: %d of %d rows kept, %d to run", out_dir, len(done), len(grid(config)),
+                        len(pairs))
+        executor.execute(config, registry, pairs, floors, writer)
+        writer.write()  # also when nothing ran (a resumed finished run): the document takes this run's settings
     return results
 
 
-def _run_replicate(
-    target: Target,
-    seed: int,
-    config: RunConfig,
-    registry: Registry,
-    cache: ModelCache,
-    results: dict[str, Any],
-    figure_samples: dict[str, np.ndarray],
-    out_dir: Path | None,
-    on_row: Callable[[dict[str, Any]], None] | None,
-) -> None:
-    """Every sampler's row on ``target`` in replicate ``seed``, appended to ``results`` (written after each)."""
-    keep_figures = seed == config.seeds[0]
-    try:
-        data = prepare_target(target, config, seed)
-    except Exception as exc:  # a target that cannot draw its reference set fails its own rows, not the run
-        data, target_error = None, exc
-        log.warning("target %s cannot draw its reference set for seed %d:\n%s", target.name, seed,
-                    traceback.format_exc())
-    else:
-        if keep_figures:
-            figure_samples[f"{target.name}/reference"] = data.reference[: figure_points(target.dim)].numpy()
-    for sampler_name in config.samplers:
-        pair_samples: dict[str, np.ndarray] = {}
-        if data is None:
-            row = new_row(sampler_name, target.name, seed, registry, config)
-            row.update(status="failed", error=f"target {target.name!r} cannot draw its reference set: "
-                                              f"{error_text(target_error)}")
-        else:
-            row = run_pair(sampler_name, target, data, registry, cache, config, pair_samples)
-        if keep_figures:
-            figure_samples.update({f"{target.name}/{k}": v for k, v in pair_samples.items()})
-        results["rows"].append(row)
-        if out_dir is not None:
-            results["summary"] = summarize(results["rows"], samplers=config.samplers, targets=config.targets)
-            write_results(results, out_dir)
-            write_samples(figure_samples, out_dir)
-        if on_row is not None:
-            on_row(row)
+def previous_results(out_dir: Path | None) -> dict[str, Any] | None:
+    """The results document a resumed run continues: ``out_dir/results.json``, or ``None`` if there is none.
+
+    Raises:
+        UsageError: No ``out_dir``, or a ``results.json`` that cannot be read (see
+            :func:`bench.validation.load_results`).
+    """
+    from bench.validation import load_results
+
+    if out_dir is None:
+        raise UsageError("resume needs the folder of the run to continue; give --out DIR with --resume")
+    if not (Path(out_dir) / "results.json").exists():
+        return None
+    return load_results(out_dir)[0]
 
 
 def json_safe(value: Any) -> Any:

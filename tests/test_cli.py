@@ -216,7 +216,7 @@ def test_sweep_selects_a_family_by_its_pattern(monkeypatch, tmp_path):
     family = registry.families[pattern].obj
     planned = {}
 
-    def capture(config, registry, out):
+    def capture(config, registry, out, **options):  # options: executor, resume, retry_failed
         planned[config.samplers[0]] = config.samplers
         return 0
 

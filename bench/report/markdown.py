@@ -59,6 +59,7 @@ def environment_lines(results: Mapping[str, Any]) -> list[str]:
         f"common random numbers {_on_off(None if 'independent_noise' not in config else not config['independent_noise'])}",
         f"- **created**: {results.get('created', '?')} by pingsbench {env['pingsbench']}",
         *source_lines(results),
+        *timed_on_lines(results.get("rows", [])),
     ]
 
 
@@ -84,6 +85,20 @@ def source_lines(results: Mapping[str, Any]) -> list[str]:
     else:
         where = "every run recorded the same environment (device, software, platform)"
     return [f"- **merged**: the leaderboard merges {len(sources)} runs ({runs}); {where}"]
+
+
+def timed_on_lines(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """A warning line when the ok rows were timed on more than one kind of device (a distributed run)."""
+    kinds: dict[str, int] = {}
+    for row in rows:
+        timed_on = row.get("timed_on") if row.get("status") == "ok" else None
+        if timed_on:
+            kinds[timed_on["device_name"]] = kinds.get(timed_on["device_name"], 0) + 1
+    if len(kinds) < 2:
+        return []
+    counts = ", ".join(f"{name} ({count} row{'' if count == 1 else 's'})" for name, count in sorted(kinds.items()))
+    return [f"- **timed on {len(kinds)} kinds of device**: {counts}; latencies compare only between rows "
+            f"timed on the same kind (each row's `timed_on` in results.json)"]
 
 
 def _recorded(value: Any) -> str:
