@@ -188,8 +188,11 @@ def build_time_mlp(dim: int, n_times: int) -> TimeMLP:
 STANDARDIZATION = {"draws": 100_000, "min_std_ratio": 0.01}
 
 
-def fit_standardization(net: TimeMLP, x: Tensor) -> None:
+def fit_standardization(net: nn.Module, x: Tensor) -> None:
     """Set ``net``'s data standardisation from samples ``x`` of shape ``(n, d)``.
+
+    ``net`` is a :class:`TimeMLP` or any module with ``data_mean`` and ``data_std`` buffers of
+    shape ``(d,)`` (the diffusion :class:`~samplers.diffusion.model.Denoiser`).
 
     Every :class:`TimeMLP` model works on per-coordinate standardised data, so
     the N(0, I) prior matches the data's scale in each coordinate.  Without it a

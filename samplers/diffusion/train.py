@@ -13,7 +13,9 @@ from tqdm.auto import tqdm
 
 from bench.contracts import FitContext, Target
 
-from .model import EpsNet, ExactEps
+from samplers.nets import STANDARDIZATION, fit_standardization, standardization_draws
+
+from .model import Denoiser, DenoiserConfig, EpsNet, ExactEps
 from .sample import Solver, dpm_solver_pp_2m, edm_heun
 from .schedule import DiscreteVPSchedule, LearnedSchedule, timesteps
 
@@ -33,7 +35,10 @@ MAX_LOGGED_POINTS = 500
 def _noised_batch(
     target: Target, schedule: DiscreteVPSchedule, n: int, generator: torch.Generator, dtype: torch.dtype
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Fresh DDPM training triples (eq. 24): ``x_t = √ᾱ_i x_0 + √(1-ᾱ_i) ε``, ``i ~ U{1..T}``, ``t = i/T``."""
+    """Fresh DDPM training triples (eq. 24): ``x_t = √ᾱ_i x_0 + √(1-ᾱ_i) ε``, ``i ~ U{1..T}``, ``t = i/T``.
+
+    Returns ``(x_t, t, ε)``, shapes ``(n, d)``, ``(n,)``, ``(n, d)``.
+    """
     device = generator.device
     x0 = target.sample(n, generator, dtype=dtype)
     i = torch.randint(1, schedule.T + 1, (n,), generator=generator, device=device)
@@ -107,10 +112,10 @@ def epsnet_config(ctx: FitContext, activation: str = "tanh") -> dict[str, Any]:
 
 
 def get_epsnet(target: Target, ctx: FitContext, activation: str = "tanh") -> EpsNet:
-    """The ε-net for ``target``, trained once per (target, profile, seed, activation) and cached.
+    """The paper's ε-net for ``target``, trained once per (target, profile, seed, activation) and cached.
 
-    Every solver (and any other sampler needing an ε-net) calling this with the
-    same context gets the same trained module.
+    The historical baseline (``@paper-eps``, ``@silu``); the default learned rows use
+    :func:`get_denoiser`.  Every caller with the same context gets the same trained module.
     """
     schedule = DiscreteVPSchedule()
     budget = ctx.profile.pick(EPSNET_BUDGETS)
@@ -120,6 +125,79 @@ def get_epsnet(target: Target, ctx: FitContext, activation: str = "tanh") -> Eps
         epsnet_config(ctx, activation),
         build=lambda: EpsNet(target.dim, schedule, **epsnet_architecture(activation)),
         train=lambda model: train_epsnet(model, target, ctx, **budget),
+    )
+
+
+#: The learned diffusion model of every default learned row (diffusion solvers, distilled students, pings-pf
+#: without a closed-form score); chosen by ``python -m samplers.diffusion.compare`` (README, reports/parametrizations).
+DEFAULT_DENOISER = DenoiserConfig(prediction="v", precondition="edm", standardize=True, activation="silu")
+#: Bump when :func:`train_denoiser` changes what it computes (part of the denoiser's cache key).
+DENOISER_VERSION = 1
+
+
+def train_denoiser(model: Denoiser, target: Target, ctx: FitContext, steps: int, batch: int) -> dict[str, Any]:
+    """Fit ``model``'s standardisation (if configured), then train it in place on :meth:`Denoiser.loss`.
+
+    Same data stream, optimiser and budget as :func:`train_epsnet` (fresh target draws each step,
+    ``i ~ U{1..T}``); the standardisation uses :data:`~samplers.nets.STANDARDIZATION`'s seeded draws.
+
+    Returns:
+        As :func:`train_epsnet`: ``history`` (the loss in the net's own units) and, with a noised
+        score, ``eps_rmse`` and ``loss_floor`` (of the ε the model implies).
+    """
+    if model.config.standardize:
+        fit_standardization(model, standardization_draws(target, ctx, "denoiser"))
+    schedule = model.schedule
+    generator = ctx.generator("denoiser", target.name)
+    optimiser = torch.optim.Adam(model.parameters(), lr=OPTIMISER["lr"])
+    decay = torch.optim.lr_scheduler.StepLR(optimiser, OPTIMISER["lr_decay_every"], OPTIMISER["lr_decay"])
+    log_every = max(1, math.ceil(steps / MAX_LOGGED_POINTS))
+    history: dict[str, list[float]] = {"step": [], "loss": []}
+    running, count = torch.zeros((), device=ctx.device, dtype=ctx.dtype), 0
+    label = f"denoiser {model.config.label} {target.name}"
+    for step in tqdm(range(1, steps + 1), desc=label, disable=not ctx.progress, leave=False):
+        loss = model.loss(*_noised_batch(target, schedule, batch, generator, ctx.dtype))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        decay.step()
+        running += loss.detach()
+        count += 1
+        if step % log_every == 0 or step == steps:
+            history["step"].append(step)
+            history["loss"].append(float(running) / count)
+            running, count = running.zero_(), 0
+    info: dict[str, Any] = {"history": history, "denoiser": model.config.label}
+    if target.has("noised_score"):
+        info.update(epsnet_error(model, target, ctx.generator("epsnet-eval", target.name), ctx.dtype))
+    return info
+
+
+def denoiser_config(ctx: FitContext, config: DenoiserConfig = DEFAULT_DENOISER) -> dict[str, Any]:
+    """The denoiser's cache config (version, schedule, options, standardisation, optimiser, budget): JSON-able.
+
+    Also what identifies it in the cache key of a model built on it (a learned schedule).
+    """
+    standardization = dict(STANDARDIZATION) if config.standardize else None
+    return {"version": DENOISER_VERSION, "schedule": DiscreteVPSchedule().config(), **config.to_json(),
+            "standardization": standardization, **OPTIMISER, **ctx.profile.pick(EPSNET_BUDGETS)}
+
+
+def get_denoiser(target: Target, ctx: FitContext, config: DenoiserConfig = DEFAULT_DENOISER) -> Denoiser:
+    """The learned diffusion model for ``target`` with options ``config``, trained once and cached.
+
+    Its ``forward`` is an ε-predictor, so every solver runs on it; the quick budget is the
+    ε-net's (:data:`EPSNET_BUDGETS`).  Every caller with the same context and config gets the
+    same trained module.
+    """
+    schedule = DiscreteVPSchedule()
+    budget = ctx.profile.pick(EPSNET_BUDGETS)
+    return ctx.cached_model(
+        "denoiser",
+        target,
+        denoiser_config(ctx, config),
+        build=lambda: Denoiser(target.dim, schedule, config),
+        train=lambda model: train_denoiser(model, target, ctx, **budget),
     )
 
 
