@@ -212,7 +212,7 @@ def test_installed_entry_point_exits_2_with_one_line(tmp_path):
 
 def test_sweep_selects_a_family_by_its_pattern(monkeypatch, tmp_path):
     registry = Registry.from_plugin_manager(get_plugin_manager())
-    pattern = "ddim-<steps>[+uniform|+logsnr|+karras|+ld3][@exact|@silu]"
+    pattern = "ddim-<steps>[+uniform|+logsnr|+karras|+ld3][@exact|@paper-eps|@silu]"
     family = registry.families[pattern].obj
     planned = {}
 

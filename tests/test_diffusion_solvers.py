@@ -192,8 +192,8 @@ def test_defaults_and_sweeps_resolve_to_their_family():
 
 def test_plugin_registers_every_family(plugin_manager):
     def check(registry: Registry) -> None:
-        schedules = "[+uniform|+logsnr|+karras|+ld3]"
-        assert {f"{s.prefix}-<{'nfe' if s.counts_nfe else 'steps'}>{schedules}[@exact|@silu]" for s in SPECS} <= set(
+        schedules, variants = "[+uniform|+logsnr|+karras|+ld3]", "[@exact|@paper-eps|@silu]"
+        assert {f"{s.prefix}-<{'nfe' if s.counts_nfe else 'steps'}>{schedules}{variants}" for s in SPECS} <= set(
             registry.families
         )
         assert {"ddim-50", "dpm-solver-heun-20@exact"} <= set(registry.default_samplers())
@@ -236,7 +236,8 @@ def test_samplers_share_one_epsnet_and_run_in_any_dimension(monkeypatch):
     monkeypatch.setitem(epsnet.EPSNET_BUDGETS, "smoke", {"steps": 5, "batch": 32})
     target = GaussianMixture("gmm5d", [0.6, 0.4], [[1.0, -1, 0, 2, 0], [-2, 1, 1, 0, -1]], [[0.5] * 5, [0.8] * 5])
     ctx = smoke_context()
-    for name in ("ddim-4", "dpm-solver-heun-2", "dpm-solver-2-4@silu", "dpm-solver++-2m-4"):
+    names = ("ddim-4@paper-eps", "dpm-solver-heun-2@paper-eps", "dpm-solver-2-4@silu", "dpm-solver++-2m-4@paper-eps")
+    for name in names:
         sampler = next(f.resolve(name) for f in FAMILIES.values() if f.regex.fullmatch(name.split("@")[0]))
         sample = sampler.fit(target, ctx)
         first, again = (sample(9, torch.Generator().manual_seed(1)) for _ in range(2))

@@ -230,7 +230,7 @@ def test_impossible_nfe_is_rejected(name):
 def test_new_families_are_registered_with_their_sweeps(plugin_manager):
     def check(registry: Registry) -> None:
         for prefix in NEW_FAMILIES:
-            assert f"{prefix}-<nfe>[+uniform|+logsnr|+karras|+ld3][@exact|@silu]" in registry.families
+            assert f"{prefix}-<nfe>[+uniform|+logsnr|+karras|+ld3][@exact|@paper-eps|@silu]" in registry.families
             assert registry.sampler(f"{prefix}-6@exact").expected_nfe(gmm3d()) == 6
             family = FAMILIES[prefix]
             assert {f"{prefix}-{n}@exact" for n in (3, 4, 5, 6, 8, 10)} <= set(family.sweep)

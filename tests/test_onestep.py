@@ -10,7 +10,7 @@ from bench.cache import ModelCache
 from bench.contracts import FitContext, UnsupportedTarget
 from bench.counting import count_evaluations
 from bench.profiles import get_profile
-from samplers.diffusion import ExactEps, get_epsnet
+from samplers.diffusion import ExactEps, get_denoiser, get_epsnet
 from samplers.distill.plugin import DistilledSampler, OdeDistilledSampler
 from samplers.distill.train import distillation_pairs, oscillator_residual_loss, teacher_pairs, weights_digest
 from samplers.meanflow.plugin import MeanFlowFamily
@@ -139,11 +139,11 @@ def test_distilled_student_is_one_call_and_keyed_by_its_teacher(ctx):
     with count_evaluations() as counter:
         x = sample(400, torch.Generator().manual_seed(0))
     assert x.shape == (400, 3) and counter.nfe_per_sample(400) == 1
-    assert [m["kind"] for m in ctx.models[first:]] == ["epsnet", "distilled"]
-    teacher = get_epsnet(target, ctx)
+    assert [m["kind"] for m in ctx.models[first:]] == ["denoiser", "distilled"]
+    teacher = get_denoiser(target, ctx)
     digest = weights_digest(teacher)
     assert weights_digest(teacher) == digest
-    perturbed = get_epsnet(target, ctx)
+    perturbed = get_denoiser(target, ctx)
     with torch.no_grad():
         state = {k: v.clone() for k, v in perturbed.state_dict().items()}
         next(iter(perturbed.parameters())).add_(1e-3)

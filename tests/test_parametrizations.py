@@ -28,6 +28,7 @@ from samplers.diffusion.model import (
     eps_to_prediction,
     preconditioning,
 )
+from samplers.diffusion.plugin import DiffusionSolverFamily, SPECS
 from samplers.diffusion.sample import ddim, dpm_solver_pp_2m, unipc
 from samplers.diffusion.schedule import DiscreteVPSchedule, timesteps
 from samplers.diffusion.train import train_denoiser
@@ -162,3 +163,23 @@ def test_training_reaches_the_closed_form_minimum_on_a_gaussian(small):
     with torch.no_grad():
         loss = float(net.loss(x_t, t, noise))
     assert 0.97 * minimum < loss < 1.05 * minimum
+
+
+def test_variant_grammar_names_the_paper_eps_net_and_keeps_silu():
+    family = DiffusionSolverFamily(SPECS[0])
+    assert family.pattern == "ddim-<steps>[+uniform|+logsnr|+karras|+ld3][@exact|@paper-eps|@silu]"
+    variants = {name: family.resolve(name).variant for name in ("ddim-8", "ddim-8@paper-eps", "ddim-8@silu",
+                                                                "ddim-8+karras@paper-eps", "ddim-8@exact")}
+    assert variants == {"ddim-8": "", "ddim-8@paper-eps": "paper-eps", "ddim-8@silu": "silu",
+                        "ddim-8+karras@paper-eps": "paper-eps", "ddim-8@exact": "exact"}
+    assert family.regex.fullmatch("ddim-8@eps") is None and family.regex.fullmatch("ddim-8@paper") is None
+
+
+def test_default_rows_train_the_denoiser_and_paper_eps_the_papers_net(tmp_path):
+    family = DiffusionSolverFamily(SPECS[0])
+    kinds = {}
+    for name in ("ddim-2", "ddim-2@paper-eps"):
+        ctx = FitContext(torch.device("cpu"), torch.float32, 0, get_profile("smoke"), ModelCache(tmp_path))
+        family.resolve(name).fit(gmm3d(), ctx)
+        kinds[name] = [m["kind"] for m in ctx.models]
+    assert kinds == {"ddim-2": ["denoiser"], "ddim-2@paper-eps": ["epsnet"]}

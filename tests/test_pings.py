@@ -363,9 +363,9 @@ def test_probability_flow_fit_reports_flow_map_error():
     assert 0.1 < ctx.artifacts["flow_map_rmse"] < 10.0  # 3 steps: far from the flow map, but finite
 
 
-def test_probability_flow_uses_exact_score_or_shared_epsnet():
+def test_probability_flow_uses_exact_score_or_shared_denoiser():
     ctx = make_ctx()
     flow, source = PINGS_PF.velocity(gmm3d(), ctx)
     assert source == "exact" and isinstance(flow.eps_model, ExactEps)
     flow, source = PINGS_PF.velocity(NoScoreBlob(), ctx)
-    assert source == "epsnet" and ctx.models[-1]["kind"] == "epsnet"
+    assert source == "denoiser" and ctx.models[-1]["kind"] == "denoiser"

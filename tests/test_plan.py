@@ -36,32 +36,32 @@ def _summary(plan):
 
 def test_plan_tells_train_memory_and_disk_and_writes_nothing(registry, tmp_path, monkeypatch):
     cache_dir = tmp_path / "cache"
-    real_train = epsnet.train_epsnet
+    real_train = epsnet.train_denoiser
 
     def no_training(*args, **kwargs):
         raise AssertionError("a plan must not train")
 
-    monkeypatch.setattr(epsnet, "train_epsnet", no_training)
+    monkeypatch.setattr(epsnet, "train_denoiser", no_training)
     cold = plan_run(_config(cache_dir), registry)
     assert _summary(cold) == [
-        ("ddim-4", "run", [("epsnet", "train")]),
-        ("dpm-solver++-2m-4", "run", [("epsnet", "memory")]),  # shares the first sampler's ε-net
+        ("ddim-4", "run", [("denoiser", "train")]),
+        ("dpm-solver++-2m-4", "run", [("denoiser", "memory")]),  # shares the first sampler's learned model
         ("ddim-4@exact", "run", []),
         ("distilled-ode-1", "skipped", []),
     ]
     assert "damped oscillator" in cold[3]["reason"] and cold[0]["reason"] is None
     assert not cache_dir.exists()
 
-    monkeypatch.setattr(epsnet, "train_epsnet", real_train)
+    monkeypatch.setattr(epsnet, "train_denoiser", real_train)
     rows = run(_config(cache_dir), registry)["rows"]
     assert [row["status"] for row in rows] == ["ok", "ok", "ok", "skipped"]
     entries = sorted(cache_dir.iterdir())
 
-    monkeypatch.setattr(epsnet, "train_epsnet", no_training)
+    monkeypatch.setattr(epsnet, "train_denoiser", no_training)
     warm = plan_run(_config(cache_dir), registry)
     assert _summary(warm)[:2] == [
-        ("ddim-4", "run", [("epsnet", "disk")]),
-        ("dpm-solver++-2m-4", "run", [("epsnet", "memory")]),
+        ("ddim-4", "run", [("denoiser", "disk")]),
+        ("dpm-solver++-2m-4", "run", [("denoiser", "memory")]),
     ]
     # The plan's ids are the run's ids, and planning left the folder as it was.
     assert warm[0]["models"][0]["id"] == cold[0]["models"][0]["id"] == rows[0]["fit"]["models"][0]["id"]

@@ -222,7 +222,7 @@ def test_overlapping_families_exit_2_naming_both(family, shared, entry_points, c
 def test_concrete_name_inside_a_family_is_refused(entry_points):
     entry_points(("shadow", "shadow-dist", _module_registering(Named("ddim-7"))))
     with pytest.raises(DuplicateNameError, match=r"'ddim-7' from shadow-dist 1\.0.*"
-                       r"'ddim-<steps>\[\+uniform\|\+logsnr\|\+karras\|\+ld3\]\[@exact\|@silu\]'"):
+                       r"'ddim-<steps>\[\+uniform\|\+logsnr\|\+karras\|\+ld3\]\[@exact\|@paper-eps\|@silu\]'"):
         Registry.from_plugin_manager(get_plugin_manager())
 
 

@@ -155,7 +155,7 @@ def test_learned_schedule_is_cached_and_keyed_by_solver_steps_and_eps(tmp_path):
 
 def test_learned_schedule_on_the_eps_net_is_keyed_by_it(tmp_path):
     ctx = context(ModelCache(tmp_path))
-    resolve("ddim-3+ld3").fit(gmm3d(), ctx)
+    resolve("ddim-3+ld3@paper-eps").fit(gmm3d(), ctx)
     kinds = [m["kind"] for m in ctx.models]
     assert kinds == ["epsnet", "ld3-schedule"]
     exact = context(ModelCache(tmp_path))

@@ -124,7 +124,7 @@ def test_names_are_trimmed_and_absent_means_default():
 
 
 def test_family_pattern_selects_its_sweep_or_defaults_once(registry):
-    pattern = "ddim-<steps>[+uniform|+logsnr|+karras|+ld3][@exact|@silu]"
+    pattern = "ddim-<steps>[+uniform|+logsnr|+karras|+ld3][@exact|@paper-eps|@silu]"
     family = registry.families[pattern].obj
     selected = select_samplers(["ddim-5", pattern, "target-draws"], registry, sweep=True)
     assert selected == ["ddim-5", *[n for n in family.sweep if n != "ddim-5"], "target-draws"]

@@ -10,21 +10,22 @@ A name is ``<prefix>-<number>[+<schedule>][@<ε>]``, the schedule before the ε:
   cached, its training calls not counted).  Without it, the family's own spacing (its
   description in ``pingsbench list`` says which), so every name without a ``+`` means what it
   always did;
-* ``@<ε>`` chooses the ε-predictor: none for the trained tanh ε-net (PINGS §5.4.1),
-  ``@silu`` for the same net with SiLU, and ``@exact`` for the target's closed-form ε
-  (separates solver error from score-learning error).
+* ``@<ε>`` chooses the ε-predictor: none for the learned denoiser
+  (:data:`~.train.DEFAULT_DENOISER`: v-prediction, EDM preconditioning, standardised data, SiLU,
+  6 × 128), ``@paper-eps`` for the paper's tanh ε-net (PINGS §5.4.1, the historical baseline),
+  ``@silu`` for that ε-net with SiLU, and ``@exact`` for the target's closed-form ε (separates
+  solver error from score-learning error).
 
-E.g. ``ddim-8+ld3@exact``, ``dpm-solver++-3m-6+karras``, ``unipc-5+logsnr@silu``.  The
+E.g. ``ddim-8+ld3@exact``, ``dpm-solver++-3m-6+karras``, ``unipc-5+logsnr@paper-eps``.  The
 number keeps its family's meaning (steps or NFE) and the counted NFE whatever the schedule.
 Sampling draws ``x_T ~ N(0, I)`` and solves the probability-flow ODE from ``t = 1`` to
 ``t = 1/T``.
 
-The paper's tanh saturates on the rare large ``|x_T|`` it saw little of in
-training: on ``gmm3d`` (quick budget) about 0.5–0.8% of DDIM-50 trajectories
-that start in the prior's tails drift outward to ``|x| ≈ 10–100``, which the
-moment columns show and the bounded-kernel MMD² hardly does; the SiLU net
-trained identically has none at a similar MMD².  The default keeps the paper's
-choice; ``@silu`` is there to check it.
+The default denoiser was chosen by a measured comparison (``python -m samplers.diffusion.compare``,
+``reports/parametrizations/``): the paper's tanh ε-net does not learn ``dho`` (manifold MSE ~90)
+and sends ~0.5–0.8% of ``gmm3d``'s prior-tail starts to ``|x| ≈ 10–100`` (kurtosis MSE ~5e3);
+the default has neither.  Names without ``@`` kept their spelling but now run the new model
+(their cache keys changed); ``@paper-eps`` is the old meaning.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import torch
 from bench import hookimpl
 from bench.contracts import FitContext, SampleFn, Sampler, SamplerFamily, Target, UnsupportedTarget
 
-from .model import ExactEps
+from .model import DenoiserConfig, ExactEps
 from .sample import (
     Solver,
     ddim,
@@ -50,10 +51,14 @@ from .sample import (
     unipc,
 )
 from .schedule import LEARNED, SCHEDULES, timesteps
-from .train import epsnet_config, get_epsnet, get_learned_schedule
+from .train import DEFAULT_DENOISER, denoiser_config, epsnet_config, get_denoiser, get_epsnet, get_learned_schedule
 
-#: Suffix → ε-predictor; ``""`` is the paper's tanh ε-net.
-VARIANTS = {"": "epsnet-tanh", "silu": "epsnet-silu", "exact": "exact"}
+#: Suffix → ε-predictor: ``""`` the learned denoiser (:data:`~.train.DEFAULT_DENOISER`), ``paper-eps`` the
+#: paper's tanh ε-net (PINGS §5.4.1), ``silu`` that net with SiLU, ``exact`` the target's closed-form ε.
+VARIANTS = {"": f"denoiser-{DEFAULT_DENOISER.label}", "paper-eps": "epsnet-tanh", "silu": "epsnet-silu",
+            "exact": "exact"}
+#: The ``@<ε>`` part of a family's pattern.
+VARIANT_PATTERN = "[" + "|".join(f"@{suffix}" for suffix in ("exact", "paper-eps", "silu")) + "]"
 #: Schedule suffixes (``+<schedule>``): the fixed spacings of :data:`~.schedule.SCHEDULES` and the learned one.
 SCHEDULE_SUFFIXES = (*SCHEDULES, LEARNED)
 #: NFE grid of ``pingsbench sweep``: every family runs those of these NFEs its number can express.
@@ -201,6 +206,8 @@ class DiffusionSampler(Sampler):
         solver: The solver function (default ``spec.solver``).
         nfe: Network calls per sample (default ``n_steps × spec.calls_per_step``).
         schedule: ``""`` (the family's ``spec.spacing``) or one of :data:`SCHEDULE_SUFFIXES`.
+        denoiser: The learned model's options for ``variant == ""`` (default :data:`~.train.DEFAULT_DENOISER`;
+            ``python -m samplers.diffusion.compare`` runs others).
 
     Raises:
         ValueError: Unknown ``schedule`` (the message lists the allowed ones).
@@ -208,7 +215,7 @@ class DiffusionSampler(Sampler):
 
     def __init__(
         self, name: str, spec: SolverSpec, n_steps: int, variant: str, solver: Solver | None = None,
-        nfe: int | None = None, schedule: str = "",
+        nfe: int | None = None, schedule: str = "", denoiser: DenoiserConfig = DEFAULT_DENOISER,
     ) -> None:
         if schedule and schedule not in SCHEDULE_SUFFIXES:
             raise ValueError(
@@ -222,10 +229,13 @@ class DiffusionSampler(Sampler):
         self.solver = solver or spec.solver
         self.nfe = n_steps * spec.calls_per_step if nfe is None else nfe
         self.schedule = schedule
+        self.denoiser = denoiser
         #: The fixed spacing, or where the learned schedule starts from.
         self.spacing = SCHEDULES.get(schedule, spec.spacing)
         nodes = f"nodes learned from {self.spacing}" if schedule == LEARNED else f"{self.spacing} nodes"
-        self.description = f"{spec.description}; {n_steps} steps on ε = {VARIANTS[variant]}, {nodes}"
+        eps_name = f"denoiser-{denoiser.label}" if variant == "" else VARIANTS[variant]
+        self.description = f"{spec.description}; {n_steps} steps on ε = {eps_name}, {nodes}"
+        self.eps_name = eps_name
 
     def check(self, target: Target) -> None:
         if self.variant == "exact" and not target.has("noised_score"):
@@ -237,8 +247,11 @@ class DiffusionSampler(Sampler):
     def fit(self, target: Target, ctx: FitContext) -> SampleFn:
         if self.variant == "exact":
             eps_model, eps_key = ExactEps(target), {"kind": "exact"}
+        elif self.variant == "":
+            eps_model = get_denoiser(target, ctx, self.denoiser)
+            eps_key = {"kind": "denoiser", **denoiser_config(ctx, self.denoiser)}
         else:
-            activation = self.variant or "tanh"
+            activation = "tanh" if self.variant == "paper-eps" else self.variant
             eps_model = get_epsnet(target, ctx, activation=activation)
             eps_key = {"kind": "epsnet", **epsnet_config(ctx, activation)}
         if self.schedule == LEARNED:
@@ -248,7 +261,7 @@ class DiffusionSampler(Sampler):
         else:
             ts = timesteps(eps_model.schedule, self.n_steps, self.spacing).to(ctx.device)
         ctx.artifacts.update(
-            {"eps": VARIANTS[self.variant], "solver": self.spec.prefix, "steps": self.n_steps,
+            {"eps": self.eps_name, "solver": self.spec.prefix, "steps": self.n_steps,
              "spacing": self.spacing, "schedule": self.schedule or "default", "nodes": ts.tolist()}
         )
         solver = self.solver
@@ -262,16 +275,17 @@ class DiffusionSampler(Sampler):
 
 
 class DiffusionSolverFamily(SamplerFamily):
-    """``<prefix>-<number>[+<schedule>][@exact|@silu]`` for one :class:`SolverSpec` (grammar: module docstring)."""
+    """``<prefix>-<number>[+<schedule>][@exact|@paper-eps|@silu]`` for one :class:`SolverSpec` (module docstring)."""
 
     def __init__(self, spec: SolverSpec) -> None:
         self.spec = spec
         number = "nfe" if spec.counts_nfe else "steps"
         schedules = "|".join(f"+{suffix}" for suffix in SCHEDULE_SUFFIXES)
-        self.pattern = f"{spec.prefix}-<{number}>[{schedules}][@exact|@silu]"
+        self.pattern = f"{spec.prefix}-<{number}>[{schedules}]{VARIANT_PATTERN}"
         # Any "+…" is captured so that a misspelt schedule gets its own message, not "unknown sampler".
         self.regex = re.compile(
-            rf"{re.escape(spec.prefix)}-(?P<number>\d+)(?:\+(?P<schedule>[^@]*))?(?:@(?P<variant>exact|silu))?"
+            rf"{re.escape(spec.prefix)}-(?P<number>\d+)(?:\+(?P<schedule>[^@]*))?"
+            rf"(?:@(?P<variant>exact|paper-eps|silu))?"
         )
         default = next(suffix for suffix, spacing in SCHEDULES.items() if spacing == spec.spacing)
         self.description = f"{spec.description}; +<schedule> picks the nodes (default +{default})"

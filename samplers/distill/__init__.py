@@ -2,8 +2,8 @@
 
 ``distilled-1`` (PIDDM, Zhang et al., 2025, arXiv:2505.22391, §4.2): a
 student ``x = d_θ(z)`` regresses pairs ``(z, ODE(z))`` solved once with a
-high-accuracy solver (DPM-Solver++(2M), many steps) on the shared ε-net
-teacher of the diffusion baselines; ``distilled-1@exact`` uses the target's
+high-accuracy solver (DPM-Solver++(2M), many steps) on the shared learned diffusion model
+of the diffusion baselines (the teacher); ``distilled-1@exact`` uses the target's
 closed-form ε instead, the information PINGS trains on.  ``distilled-ode-1`` (``dho`` only) adds
 PIDDM's physics term: the squared residual of ``x'' + 2ξx' + x = 0`` of the
 generated trajectory, with ``ξ`` fitted per trajectory.

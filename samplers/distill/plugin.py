@@ -22,7 +22,7 @@ class DistilledSampler(Sampler):
     def __init__(self, name: str = "distilled-1", teacher: str = "epsnet") -> None:
         self.name = name
         self.teacher = teacher
-        source = "the shared ε-net" if teacher == "epsnet" else "the target's exact ε"
+        source = "the shared learned diffusion model" if teacher == "epsnet" else "the target's exact ε"
         self.description = f"one-step student regressing (z, DPM-Solver++(2M) ODE solution) pairs of {source}"
 
     def check(self, target: Target) -> None:

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.contracts import FitContext, Target
-from samplers.diffusion import ExactEps, dpm_solver_pp_2m, get_epsnet, timesteps
+from samplers.diffusion import ExactEps, dpm_solver_pp_2m, get_denoiser, timesteps
 from samplers.flow import prior_draws, train_steps
 from samplers.nets import ARCH, STANDARDIZATION, TimeMLP, fit_standardization
 
@@ -93,15 +93,16 @@ def oscillator_residual_loss(target: Target, x: Tensor) -> Tensor:
     return ode_residual(x, xi.to(x.dtype), target.step).square().mean()
 
 
-#: Teachers a student can be distilled from: the shared ε-net, or the target's exact ε (where it has one).
+#: Teachers a student can be distilled from: the shared learned diffusion model (``"epsnet"``, the name kept
+#: from when it was the paper's ε-net), or the target's exact ε (where it has one).
 TEACHERS = ("epsnet", "exact")
 
 
 def distillation_teacher(target: Target, ctx: FitContext, teacher: str) -> tuple[nn.Module, dict[str, Any]]:
     """The teacher ε-predictor and the JSON-able facts that identify it in the student's cache key."""
     if teacher == "epsnet":
-        epsnet = get_epsnet(target, ctx)
-        return epsnet, {"kind": "epsnet", "weights": weights_digest(epsnet)}
+        denoiser = get_denoiser(target, ctx)
+        return denoiser, {"kind": "denoiser", "weights": weights_digest(denoiser)}
     if teacher == "exact":
         return ExactEps(target), {"kind": "exact"}
     raise ValueError(f"unknown teacher {teacher!r}; choose one of {TEACHERS}")
@@ -115,7 +116,7 @@ def distilled_model(
     Args:
         target: Supplies the teacher and, with ``residual_weight``, the physics.
         ctx: Device, seed, budget and cache.
-        teacher: ``"epsnet"`` (the shared ε-net of the diffusion baselines) or
+        teacher: ``"epsnet"`` (the shared learned diffusion model, :func:`~samplers.diffusion.get_denoiser`) or
             ``"exact"`` (the target's closed-form ε: the information PINGS trains on).
         residual_weight: Weight of :func:`oscillator_residual_loss` (0: plain distillation).
     """

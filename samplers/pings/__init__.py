@@ -3,7 +3,7 @@
 * ``pings``: the paper exactly (§3, §5.1): score-guided residual ``∂_t g - (1 - t) s(g)``
   with the target's closed-form score (score-free ``s ≡ 0`` without one).
 * ``pings-pf``: the residual is the VP probability-flow ODE (the exact noised score,
-  or the shared trained ε-net for targets without one), so ``g`` is that ODE's flow map
+  or the shared learned diffusion model for targets without one), so ``g`` is that ODE's flow map
   and its error is checked per sample against dopri5 (``fit.artifacts.flow_map_rmse``).
 * ``pings-pf-distill``: ``pings-pf`` plus an anchor ``E‖g(0, z_i) - x_i‖²`` on prior draws
   solved once with the same ODE (DPM-Solver++(2M), 100 steps), the paper's mitigation

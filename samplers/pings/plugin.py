@@ -8,7 +8,7 @@ import torch
 
 from bench import hookimpl
 from bench.contracts import FitContext, SampleFn, Sampler, Target
-from samplers.diffusion import DiscreteVPSchedule, ExactEps, get_epsnet
+from samplers.diffusion import DiscreteVPSchedule, ExactEps, denoiser_config, get_denoiser
 
 from .physics import ProbabilityFlow, ScoreGuidance, flow_map_error
 from .sample import one_pass_sampler
@@ -51,7 +51,10 @@ class PingsSampler(Sampler):
         self.budgets = budgets
 
     def velocity(self, target: Target, ctx: FitContext) -> tuple[ScoreGuidance | ProbabilityFlow, str]:
-        """The residual's target velocity and where its score comes from (``exact``, ``epsnet`` or ``none``)."""
+        """The residual's target velocity and where its score comes from (``exact``, ``denoiser`` or ``none``).
+
+        Without a closed-form noised score, the shared learned diffusion model (:func:`get_denoiser`).
+        """
         if self.recipe.physics == "score":
             score = target.score if target.has("score") else None
             guidance = ScoreGuidance(score, self.recipe.alpha_scale, self.recipe.alpha_power)
@@ -59,8 +62,8 @@ class PingsSampler(Sampler):
         if target.has("noised_score"):
             schedule = DiscreteVPSchedule()
             return ProbabilityFlow(ExactEps(target, schedule), schedule), "exact"
-        epsnet = get_epsnet(target, ctx)
-        return ProbabilityFlow(epsnet, epsnet.schedule), "epsnet"
+        denoiser = get_denoiser(target, ctx)
+        return ProbabilityFlow(denoiser, denoiser.schedule), "denoiser"
 
     def expected_nfe(self, target: Target) -> float:
         return 1.0  # one forward pass g(0, z)
@@ -69,6 +72,8 @@ class PingsSampler(Sampler):
         velocity, score_source = self.velocity(target, ctx)
         budget = ctx.profile.pick(self.budgets)
         config = {"version": VERSION, "score": score_source, **self.recipe.config(), **budget.config()}
+        if score_source == "denoiser":  # its options decide the score, so they key the generator
+            config["score_model"] = denoiser_config(ctx)
         model = ctx.cached_model(
             "pings",
             target,
