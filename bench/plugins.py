@@ -44,6 +44,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "samplers.flow.plugin",
     "samplers.meanflow.plugin",
     "samplers.distill.plugin",
+    "samplers.consistency.plugin",
 )
 
 
