@@ -378,7 +378,7 @@ class FitContext:
         """Return a trained model, training it only if no valid cached copy exists.
 
         Two samplers asking for the same ``(kind, target, config)`` in the same
-        profile and seed get the same module instance (e.g. one ε-net shared by
+        profile and seed get the same module instance (e.g. one denoiser shared by
         DDIM and every DPM-Solver).
 
         Args:

@@ -109,7 +109,7 @@ class Registry:
         targets: Concrete target name → entry.
         target_families: Target family pattern (``"gmm-<d>"``) → entry.
         samplers: Concrete sampler name → entry.
-        families: Sampler family pattern (``"ddim-<steps>[+uniform|+logsnr|+karras|+ld3][@exact|@silu]"``) → entry.
+        families: Sampler family pattern (``"ddim-<steps>[+uniform|+logsnr|+karras|+ld3][@exact|@paper-eps|@silu]"``) → entry.
         broken: Plugins left out by a non-strict build (see :meth:`from_plugin_manager`).
         disabled: Distributions switched off by ``$PINGSBENCH_DISABLE_PLUGINS``.
     """

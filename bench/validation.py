@@ -194,7 +194,7 @@ def parse_names(value: str | None, option: str) -> list[str] | None:
 def select_samplers(names: Sequence[str] | None, registry: "Registry", sweep: bool) -> list[str]:
     """Expand a selection into concrete sampler names (each once, in order).
 
-    A family's pattern as ``pingsbench list`` prints it (``'ddim-<steps>[+uniform|+logsnr|+karras|+ld3][@exact|@silu]'``)
+    A family's pattern as ``pingsbench list`` prints it (``'ddim-<steps>[+uniform|+logsnr|+karras|+ld3][@exact|@paper-eps|@silu]'``)
     stands for its ``sweep`` names under ``sweep``, for its ``defaults`` otherwise;
     ``None`` selects every family's (and concrete sampler's) sweep or defaults.
     """

@@ -277,7 +277,7 @@ def warning_notes(entries: Iterable[Mapping[str, Any]]) -> list[str]:
 def training_seconds(row: Mapping[str, Any]) -> float | None:
     """Training time of every model a row used, whether trained in this run or loaded from the cache.
 
-    A shared model (the ε-net behind every diffusion row) counts in each row that
+    A shared model (the denoiser behind every learned diffusion row) counts in each row that
     uses it, so each row shows what it costs to train from nothing; the row's own
     ``fit_seconds`` would show zero for a model another row trained first.
     ``None`` for a row that failed before its models were recorded.

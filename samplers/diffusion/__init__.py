@@ -1,4 +1,4 @@
-"""Diffusion baselines of PINGS §5.4: the ε-net, the discrete VP schedule and fast ODE solvers.
+"""Diffusion baselines of PINGS §5.4: the learned denoiser, the discrete VP schedule and fast ODE solvers.
 
 * :mod:`.model`: the learned :class:`Denoiser` (ε / x₀ / v prediction, EDM preconditioning, standardisation;
   options :class:`DenoiserConfig`), the paper's :class:`EpsNet`, the closed-form :class:`ExactEps` and

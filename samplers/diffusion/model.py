@@ -1,9 +1,9 @@
-"""Noise predictors ``ε(x_t, t)``: the trained ε-net of PINGS §5.4.1 and the exact ε of a target.
+"""Noise predictors ``ε(x_t, t)``: the learned :class:`Denoiser`, the ε-net of PINGS §5.4.1, the exact ε of a target.
 
-Both are ``nn.Module`` calls (so the runner counts them as network evaluations)
+Each is an ``nn.Module`` (so the runner counts its calls as network evaluations)
 with a ``schedule`` attribute: a predictor together with its schedule fully
 defines the probability-flow ODE that every solver in :mod:`.sample` integrates.
-The ε-net is trained in :mod:`.train`.
+Both learned models are trained in :mod:`.train`.
 """
 
 from __future__ import annotations

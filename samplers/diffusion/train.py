@@ -1,5 +1,5 @@
-"""Training of the ε-net (PINGS §5.4.1, the DDPM objective) and the cached ε-net every solver shares,
-and of the learned solver schedules (``+ld3``)."""
+"""Training of the learned denoiser (any parametrization) and of the paper's ε-net (PINGS §5.4.1, the DDPM
+objective), the cached models every learned solver row shares, and of the learned solver schedules (``+ld3``)."""
 
 from __future__ import annotations
 
