@@ -281,6 +281,16 @@ def test_early_stopping_on_validation_mmd():
     assert info["best_step"] == 2 and info["stopped_at"] == 6
 
 
+def test_diverged_training_fails_instead_of_returning_the_start_weights():
+    """A run whose loss is not finite (here: a score that returns NaN) must raise, not keep step-0 weights."""
+    target, ctx = gmm3d(), make_ctx()
+    recipe = Recipe(batch=64)
+    nan_score = lambda x: torch.full_like(x, math.nan)  # noqa: E731
+    with pytest.raises(FloatingPointError, match="diverged.*step 2"):
+        train_pings(recipe.build(target.dim), target, ScoreGuidance(nan_score, 1.0, 1.0), ctx, recipe,
+                    Budget(10, 2, 128))
+
+
 def _fit_tiny(seed: int, sampler_recipe: Recipe = Recipe(batch=128)):
     sampler = PingsSampler("pings-tiny", "", sampler_recipe, {"smoke": TINY})
     ctx = make_ctx(seed)

@@ -218,6 +218,10 @@ def train_pings(
         ``val_mmd``: the training terms of the step at each validation, at most 500 points),
         ``stopped_at`` (last step run), ``best_step``, ``best_val_mmd`` and
         ``seconds_per_step`` (mean wall time of an optimiser step, validation excluded).
+
+    Raises:
+        FloatingPointError: The training loss or the validation MMD² is not finite at a validation
+            step (training diverged); the row fails with this reason instead of sampling untrained weights.
     """
     generator = ctx.generator("pings", "train", target.name)
     validation = ctx.generator("pings", "validation", target.name)
@@ -265,6 +269,13 @@ def train_pings(
         for key in weights:
             history[key].append(logged[key])
         history["val_mmd"].append(val)
+        if not (math.isfinite(history["loss"][-1]) and math.isfinite(val)):
+            # A non-finite loss has already turned the weights non-finite (Adam steps on NaN gradients), so
+            # going on would only return the untrained start weights as if they were a model.
+            raise FloatingPointError(
+                f"PINGS training on {target.name} diverged: loss {history['loss'][-1]:.3g}, validation MMD² "
+                f"{val:.3g} at step {step}"
+            )
         progress.set_postfix(val_mmd=f"{val:.2e}", best=f"{min(best_val, val):.2e}")
         if val < best_val:
             best_val, best_step, best_state = val, step, copy.deepcopy(model.state_dict())
