@@ -17,7 +17,7 @@ import time
 import traceback
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterator, Protocol, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -679,10 +679,8 @@ def run(
         figure_samples: dict[str, np.ndarray] = {}
         if previous is not None:
             results["rows"], results["floors"] = resumable_rows(previous, results, retry_failed)
-            kept_targets = {row["target"] for row in results["rows"]}
             if (Path(out_dir) / "samples.npz").exists():
-                figure_samples = {key: points for key, points in load_samples(out_dir).items()
-                                  if key.split("/", 1)[0] in kept_targets}
+                figure_samples = kept_figure_samples(load_samples(out_dir), results["rows"], config.seeds[0])
         writer = ResultsWriter(results, config, out_dir, on_row, figure_samples)
         done = {(row["target"], row["seed"], row["sampler"]) for row in results["rows"]}
         pairs = [key for key in grid(config) if key not in done]
@@ -693,6 +691,29 @@ def run(
         executor.execute(config, registry, pairs, floors, writer)
         writer.write()  # also when nothing ran (a resumed finished run): the document takes this run's settings
     return results
+
+
+def kept_figure_samples(
+    samples: Mapping[str, np.ndarray], kept_rows: Sequence[Mapping[str, Any]], first_seed: int
+) -> dict[str, np.ndarray]:
+    """The figure points a resumed run keeps: each kept target's reference and its kept first-seed rows'.
+
+    A pair that runs again (a retried failure, a row of another configuration) loses its old points,
+    so a row that now fails shows none in the sample figure.
+
+    Args:
+        samples: ``samples.npz`` contents, keys ``"<target>/<sampler>"`` or ``"<target>/reference"``.
+        kept_rows: The rows the resumed run keeps.
+        first_seed: The seed whose points the figures draw.
+    """
+    kept = {(row["target"], row["sampler"]) for row in kept_rows if row.get("seed", 0) == first_seed}
+    kept_targets = {target for target, _ in kept}
+
+    def keep(key: str) -> bool:
+        target, name = key.split("/", 1)
+        return (target, name) in kept or (name == "reference" and target in kept_targets)
+
+    return {key: points for key, points in samples.items() if keep(key)}
 
 
 def previous_results(out_dir: Path | None) -> dict[str, Any] | None:

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -67,9 +68,13 @@ def test_resume_keeps_failed_rows_unless_retry_failed(pingsbench_registry, tmp_p
     assert ran == [] and _json(again["rows"]) == _json(first["rows"])
     assert _json(again["floors"]) == _json(first["floors"])
 
+    # Points left under the retried pair's name (an earlier ok row of it, say) must not outlive its rerun.
+    points = dict(np.load(tmp_path / "samples.npz"))
+    np.savez(tmp_path / "samples.npz", **points, **{"gmm3d/fails-in-fit": points["gmm3d/ddim-4@exact"]})
     retried = run(_config(samplers, None), registry, out_dir=tmp_path, on_row=ran.append, resume=True,
                   retry_failed=True)
     assert [row["sampler"] for row in ran] == ["fails-in-fit"]
+    assert sorted(np.load(tmp_path / "samples.npz").files) == sorted(points)
     assert _json(retried["rows"][:2]) == _json(first["rows"][:2]) and retried["rows"][2]["status"] == "failed"
     assert json.loads((tmp_path / "results.json").read_text())["rows"] == _json(retried["rows"])
 
