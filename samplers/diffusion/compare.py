@@ -8,8 +8,7 @@ determinism settings), samples it with learned ``ddim-50`` and writes ``parametr
 (a table) and ``parametrizations.json`` (every metric) into ``--out``.  The references named by
 ``--references`` (registry names; default the paper's ε-net ``ddim-50@paper-eps`` and
 ``ddim-50@exact``) run beside them; a reference a target cannot take (no closed-form score) is
-left out for it.  The committed table in ``reports/parametrizations/`` was measured on a GPU with
-a condensed replica of this path (its README says why and how).
+left out for it.  The committed table in ``reports/parametrizations/`` is this module's output on the CPU.
 """
 
 from __future__ import annotations
