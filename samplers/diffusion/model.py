@@ -325,6 +325,16 @@ def denoising_loss(
     return ((native - truth) / c_out).square().mean()
 
 
+def _conversion_terms(
+    schedule: DiscreteVPSchedule, t: Tensor, like: Tensor, data_mean: Tensor, data_std: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(α, σ, μ, s)`` at ``t`` for :func:`prediction_to_eps` / :func:`eps_to_prediction`, in ``like``'s dtype and device."""
+    alpha = schedule.alpha(t).to(like.dtype)[:, None]
+    sigma = schedule.sigma(t).to(like.dtype)[:, None]
+    mean, std = (v.to(device=like.device, dtype=like.dtype) for v in (data_mean, data_std))
+    return alpha, sigma, mean, std
+
+
 class EpsAdapter(nn.Module):
     """Any ``prediction``-parametrized predictor seen as an ε-predictor, the interface of every solver.
 
@@ -358,10 +368,8 @@ class EpsAdapter(nn.Module):
 
     def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
         """``x_t`` ``(n, d)``, ``t`` ``(n,)`` → ``ε̂`` ``(n, d)``."""
-        alpha = self.schedule.alpha(t).to(x_t.dtype)[:, None]
-        sigma = self.schedule.sigma(t).to(x_t.dtype)[:, None]
-        mean, std = (v.to(device=x_t.device, dtype=x_t.dtype) for v in (self.data_mean, self.data_std))
-        return prediction_to_eps(self.prediction, self.predictor(x_t, t), x_t, alpha, sigma, mean, std)
+        return prediction_to_eps(self.prediction, self.predictor(x_t, t), x_t,
+                                 *_conversion_terms(self.schedule, t, x_t, self.data_mean, self.data_std))
 
 
 class ExactPrediction(nn.Module):
@@ -388,7 +396,5 @@ class ExactPrediction(nn.Module):
 
     def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
         """``x_t`` ``(n, d)``, ``t`` ``(n,)`` → the optimal prediction ``(n, d)``."""
-        alpha = self.schedule.alpha(t).to(x_t.dtype)[:, None]
-        sigma = self.schedule.sigma(t).to(x_t.dtype)[:, None]
-        mean, std = (v.to(device=x_t.device, dtype=x_t.dtype) for v in (self.data_mean, self.data_std))
-        return eps_to_prediction(self.prediction, self.exact(x_t, t), x_t, alpha, sigma, mean, std)
+        return eps_to_prediction(self.prediction, self.exact(x_t, t), x_t,
+                                 *_conversion_terms(self.schedule, t, x_t, self.data_mean, self.data_std))

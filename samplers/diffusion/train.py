@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -58,16 +58,32 @@ def train_epsnet(model: EpsNet, target: Target, ctx: FitContext, steps: int, bat
         ``eps_rmse`` (RMSE of ``ε̂ - ε*`` per coordinate over ``i ~ U{1..T}``) and
         ``loss_floor`` (the DDPM loss of ``ε*``, the best any network can reach).
     """
-    schedule = model.schedule
-    generator = ctx.generator("epsnet", target.name)
+    history = _fit(model, target, ctx, steps, batch, "epsnet", f"ε-net {target.name}",
+                   lambda x_t, t, noise: (model(x_t, t) - noise).square().mean())
+    info: dict[str, Any] = {"history": history}
+    if target.has("noised_score"):
+        info.update(epsnet_error(model, target, ctx.generator("epsnet-eval", target.name), ctx.dtype))
+    return info
+
+
+def _fit(
+    model: nn.Module, target: Target, ctx: FitContext, steps: int, batch: int, stream: str, desc: str,
+    loss_of: Callable[[Tensor, Tensor, Tensor], Tensor],
+) -> dict[str, list[float]]:
+    """The optimisation loop both diffusion models share; returns the logged loss history.
+
+    Each step draws a fresh noised batch ``(x_t, t, ε)`` from the ``stream`` generator and takes
+    one Adam step on ``loss_of(x_t, t, ε)`` (0-d), with :data:`OPTIMISER`'s step decay; the loss
+    is averaged over logging intervals (at most :data:`MAX_LOGGED_POINTS` points).
+    """
+    generator = ctx.generator(stream, target.name)
     optimiser = torch.optim.Adam(model.parameters(), lr=OPTIMISER["lr"])
     decay = torch.optim.lr_scheduler.StepLR(optimiser, OPTIMISER["lr_decay_every"], OPTIMISER["lr_decay"])
     log_every = max(1, math.ceil(steps / MAX_LOGGED_POINTS))
     history: dict[str, list[float]] = {"step": [], "loss": []}
     running, count = torch.zeros((), device=ctx.device, dtype=ctx.dtype), 0  # summed on device: one sync per log
-    for step in tqdm(range(1, steps + 1), desc=f"ε-net {target.name}", disable=not ctx.progress, leave=False):
-        x_t, t, noise = _noised_batch(target, schedule, batch, generator, ctx.dtype)
-        loss = (model(x_t, t) - noise).square().mean()
+    for step in tqdm(range(1, steps + 1), desc=desc, disable=not ctx.progress, leave=False):
+        loss = loss_of(*_noised_batch(target, model.schedule, batch, generator, ctx.dtype))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -78,10 +94,7 @@ def train_epsnet(model: EpsNet, target: Target, ctx: FitContext, steps: int, bat
             history["step"].append(step)
             history["loss"].append(float(running) / count)
             running, count = running.zero_(), 0
-    info: dict[str, Any] = {"history": history}
-    if target.has("noised_score"):
-        info.update(epsnet_error(model, target, ctx.generator("epsnet-eval", target.name), ctx.dtype))
-    return info
+    return history
 
 
 @torch.no_grad()
@@ -147,26 +160,8 @@ def train_denoiser(model: Denoiser, target: Target, ctx: FitContext, steps: int,
     """
     if model.config.standardize:
         fit_standardization(model, standardization_draws(target, ctx, "denoiser"))
-    schedule = model.schedule
-    generator = ctx.generator("denoiser", target.name)
-    optimiser = torch.optim.Adam(model.parameters(), lr=OPTIMISER["lr"])
-    decay = torch.optim.lr_scheduler.StepLR(optimiser, OPTIMISER["lr_decay_every"], OPTIMISER["lr_decay"])
-    log_every = max(1, math.ceil(steps / MAX_LOGGED_POINTS))
-    history: dict[str, list[float]] = {"step": [], "loss": []}
-    running, count = torch.zeros((), device=ctx.device, dtype=ctx.dtype), 0
-    label = f"denoiser {model.config.label} {target.name}"
-    for step in tqdm(range(1, steps + 1), desc=label, disable=not ctx.progress, leave=False):
-        loss = model.loss(*_noised_batch(target, schedule, batch, generator, ctx.dtype))
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        decay.step()
-        running += loss.detach()
-        count += 1
-        if step % log_every == 0 or step == steps:
-            history["step"].append(step)
-            history["loss"].append(float(running) / count)
-            running, count = running.zero_(), 0
+    history = _fit(model, target, ctx, steps, batch, "denoiser", f"denoiser {model.config.label} {target.name}",
+                   model.loss)
     info: dict[str, Any] = {"history": history, "denoiser": model.config.label}
     if target.has("noised_score"):
         info.update(epsnet_error(model, target, ctx.generator("epsnet-eval", target.name), ctx.dtype))
