@@ -15,12 +15,13 @@ while a run promises ``--warmup`` untimed and ``--repeats`` timed blocks.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import statistics
 import time
 import timeit
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 from torch.utils.benchmark import Measurement, TaskSpec, set_torch_threads
@@ -142,3 +143,47 @@ class Timer:
             calls = 1 if last_call is None else calls_per_block(last_call, self.min_block_seconds)
             times = tuple(self.block(fn, calls) / calls * 1e3 for _ in range(repeats))
         return Timing(times, warmup, calls, self.threads)
+
+
+def predict_call_seconds(size: int, known: Mapping[int, float]) -> tuple[float, str]:
+    """Estimate one call's seconds at batch size ``size`` from the sizes already timed.
+
+    The rule: a call never gets faster with more samples, so a size at or below a known one
+    takes at most the smallest known time at or above it.  Beyond the largest known size, the
+    time follows the power law ``t ∝ size^p`` through the two largest known sizes, ``p`` clipped
+    to ``[0, 1]`` (from launch-bound, constant time, to compute-bound, linear); with one known
+    size, linearly (``p = 1``, the cautious side).
+
+    Args:
+        size: The batch size to estimate, ``≥ 1``.
+        known: Batch size → seconds per call (medians, or the first call's time), ≥ 1 entry.
+
+    Returns:
+        The estimate in seconds and the sizes it rests on, in words (for a skipped size's reason).
+    """
+    above = [seconds for known_size, seconds in known.items() if known_size >= size]
+    if above:
+        return min(above), "no faster than a larger batch"
+    ordered = sorted(known.items())
+    large, t_large = ordered[-1]
+    if len(ordered) == 1 or not (ordered[-2][1] > 0 and t_large > 0):
+        return t_large * size / large, f"linear from n = {large}"
+    small, t_small = ordered[-2]
+    exponent = min(1.0, max(0.0, math.log(t_large / t_small) / math.log(large / small)))
+    return t_large * (size / large) ** exponent, f"n^{exponent:.2f} through n = {small}, {large}"
+
+
+@contextlib.contextmanager
+def peak_memory(device: torch.device) -> Iterator[dict[str, float]]:
+    """Record the block's peak allocated memory on a CUDA ``device`` (``{}`` elsewhere).
+
+    The peak counter is reset on entry; on exit the dict gains ``peak_memory_mb``,
+    :func:`torch.cuda.max_memory_allocated` in MiB.
+    """
+    record: dict[str, float] = {}
+    if device.type != "cuda":
+        yield record
+        return
+    torch.cuda.reset_peak_memory_stats(device)
+    yield record
+    record["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
