@@ -26,6 +26,7 @@ from bench.plugins import DISABLE_PLUGINS_ENV, get_plugin_manager
 from bench.profiles import DEFAULT_PROFILE, PROFILES, get_profile
 from bench.registry import Registry
 from bench.validation import (
+    DTYPES,
     check_cache_dir,
     check_options,
     check_out_dir,
@@ -121,7 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
         run.add_argument("--floor-pairs", type=int, default=5,
                          help="pairs of exact target draw sets behind each metric's noise floor, ≥ 2")
         run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (where available)")
-        run.add_argument("--compile", action="store_true", help="torch.compile every sampler alike before timing")
+        run.add_argument("--compile", action="store_true",
+                         help="torch.compile every sampler alike; compiled and warmed before timing, per batch size")
+        run.add_argument("--cuda-graphs", action="store_true",
+                         help="time every sampler's call as a captured CUDA graph, per batch size (CUDA devices "
+                              "only); a sampler that cannot be captured is timed eagerly, the reason in its row")
+        run.add_argument("--dtype", default="float32", choices=list(DTYPES),
+                         help="precision of sampling: bfloat16 and float16 sample under torch.autocast from models "
+                              "trained (and cached) in float32; float64 trains and samples in float64")
         run.add_argument("--out", help="report folder (default: a new runs/<timestamp>/; "
                                        "--out reports updates the committed report)")
         run.add_argument("--cache-dir", help="model cache (default: $PINGSBENCH_CACHE or the user cache dir)")
@@ -238,6 +246,8 @@ def cmd_run(args: argparse.Namespace, registry: Registry, sweep: bool) -> int:
         batch_sizes=args.batch_sizes,
         latency_cap_s=args.latency_cap_s,
         compile=args.compile,
+        dtype=args.dtype,
+        cuda_graphs=args.cuda_graphs,
         cache_dir=check_cache_dir(args.cache_dir, args.no_cache),
         progress=not args.no_progress and sys.stderr.isatty(),  # bars would litter a piped log
     )

@@ -51,6 +51,10 @@ def figure_points(dim: int) -> int:
     return max(1, min(FIGURE_POINTS, FIGURE_VALUES // dim))
 
 
+#: Sampling dtypes reached by :func:`torch.autocast` from float32-trained models.
+AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
+
+
 @dataclasses.dataclass
 class RunConfig:
     """What to run and how to measure it (recorded verbatim in ``results.json``).
@@ -72,15 +76,22 @@ class RunConfig:
             ``torch.get_num_threads()`` at construction (always an ``int`` after it).
         floor_pairs: Pairs of exact target draw sets behind each metric's noise floor.
         deterministic: Run with ``torch.use_deterministic_algorithms(True, warn_only=True)``.
+        dtype: The precision of sampling.  ``float32`` and ``float64`` train and sample in it;
+            ``bfloat16`` and ``float16`` (:data:`AUTOCAST_DTYPES`) train in float32, so they share
+            float32's cache entries, and sample under :func:`torch.autocast` to that dtype (matrix
+            products in it; the samples are measured as float32, :func:`check_samples`).
         batch_sizes: The sizes latency is timed at (:func:`time_batch_sizes`), as a list or as
             ``"1,100,10000"``; ``None`` times ``n`` alone.  After construction: distinct, ascending,
             ``n`` always among them (added if missing).
         latency_cap_s: A size other than ``n`` whose single call is estimated to take longer
             (seconds) is not timed; its entry in ``latency_by_n`` says why.
+        cuda_graphs: Time each size's call as a captured CUDA graph (:mod:`bench.cuda_graphs`);
+            needs a CUDA ``device``.
 
     Raises:
         UsageError: A field breaks its rule (one line: what was wrong; what is allowed), or
-            ``seed`` contradicts the first of an explicit ``seeds`` list.
+            ``seed`` contradicts the first of an explicit ``seeds`` list, or ``cuda_graphs`` is
+            asked for without a CUDA device.
     """
 
     samplers: list[str]
@@ -93,6 +104,7 @@ class RunConfig:
     warmup: int = 3
     dtype: torch.dtype = torch.float32
     compile: bool = False
+    cuda_graphs: bool = False
     cache_dir: Path | None = None
     progress: bool = False
     seeds: list[int] | int | None = None
@@ -119,6 +131,24 @@ class RunConfig:
                              f"seed; give seed = {self.seeds[0]} or leave seed out")
         self.seed = self.seeds[0]
         self.batch_sizes = sorted(set(self.batch_sizes) | {self.n})
+        if self.cuda_graphs and self.device.type != "cuda":
+            raise UsageError(f"CUDA graphs need a CUDA device, and the run's device is {self.device}; give "
+                             f"--device cuda or leave --cuda-graphs out")
+
+    @property
+    def training_dtype(self) -> torch.dtype:
+        """The dtype models are trained (and cached) in: float32 for an autocast ``dtype``, else ``dtype``."""
+        return torch.float32 if self.dtype in AUTOCAST_DTYPES else self.dtype
+
+    def sampling_precision(self, cache_enabled: bool = True) -> ContextManager[Any]:
+        """The context sampling runs in: :func:`torch.autocast` to an autocast ``dtype``, else nothing.
+
+        Args:
+            cache_enabled: Autocast's cast cache; off while capturing a CUDA graph, as torch requires.
+        """
+        if self.dtype in AUTOCAST_DTYPES:
+            return torch.autocast(self.device.type, dtype=self.dtype, cache_enabled=cache_enabled)
+        return contextlib.nullcontext()
 
     def validate(self, registry: Registry) -> None:
         """Check every sampler and target name against ``registry``, before any work.
@@ -147,7 +177,8 @@ class RunConfig:
             "repeats": self.repeats,
             "warmup": self.warmup,
             "dtype": str(self.dtype).removeprefix("torch."),
-            "optimizations": {"torch_compile": self.compile, "amp": False, "cuda_graphs": False},
+            "optimizations": {"torch_compile": self.compile, "amp": self.dtype in AUTOCAST_DTYPES,
+                              "cuda_graphs": self.cuda_graphs},
             "batch_sizes": self.batch_sizes,
             "latency_cap_s": self.latency_cap_s,
             "timing": {"method": "blocks", "min_block_seconds": MIN_BLOCK_SECONDS},
@@ -290,6 +321,8 @@ class PairSession:
         ctx: The fit context (its ``models`` and ``artifacts`` go into the row).
         sample_fn: What ``sampler.fit`` returned.
         fit_seconds: Wall-clock seconds of ``sampler.fit``.
+        graph_status: With ``config.cuda_graphs``, per batch size :meth:`timed_call` was asked for:
+            ``"captured"``, or ``"eager: <why the capture failed>"``.
     """
 
     sampler: Sampler
@@ -298,6 +331,7 @@ class PairSession:
     ctx: FitContext
     sample_fn: SampleFn
     fit_seconds: float
+    graph_status: dict[int, str] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def fit(
@@ -309,7 +343,7 @@ class PairSession:
         each replicate trains (and caches) its own models, and the root of the sampling streams.
         """
         seed = config.seed if seed is None else seed
-        ctx = FitContext(config.device, config.dtype, seed, config.profile, cache, progress=config.progress)
+        ctx = FitContext(config.device, config.training_dtype, seed, config.profile, cache, progress=config.progress)
         start = time.perf_counter()
         sample_fn = sampler.fit(CountedTarget(target), ctx)
         return cls(sampler, target, config, ctx, sample_fn, time.perf_counter() - start)
@@ -330,7 +364,7 @@ class PairSession:
         return derive_seed(replicate, purpose)
 
     def sample_counted(self) -> tuple[Tensor, dict[str, Any]]:
-        """Draw the fidelity sample while counting evaluations.
+        """Draw the fidelity sample while counting evaluations, in the run's sampling precision.
 
         Returns:
             The checked samples, shape ``(n, dim)``, float32 on CPU, and the row's NFE
@@ -340,7 +374,7 @@ class PairSession:
             SampleError: If the sampler returned anything but ``n`` finite points.
         """
         # Hooks are installed only for this call, never while timing.
-        with torch.inference_mode(), count_evaluations() as counter:
+        with torch.inference_mode(), self.config.sampling_precision(), count_evaluations() as counter:
             samples = self.sample_fn(self.config.n, seeded_generator(self.config.device, self.seed("sample")))
         samples = check_samples(samples, self.config.n, self.target.dim)
         return samples, nfe_record(counter, self.config.n, self.sampler, self.target)
@@ -353,14 +387,27 @@ class PairSession:
     def timed_call(self, n: int | None = None) -> Callable[[], Any]:
         """The call every latency is measured on: ``n`` samples (default: the run's) from a freshly seeded generator.
 
-        Runs in inference mode, through :attr:`timed_fn`; it does not synchronize the device (the timer does).
+        Runs in inference mode and the run's sampling precision (:meth:`RunConfig.sampling_precision`),
+        through :attr:`timed_fn`; it does not synchronize the device (the timer does).  With
+        ``config.cuda_graphs`` the call is captured here (:func:`bench.cuda_graphs.capture`) and
+        replayed; a call that cannot be captured stays eager, and :attr:`graph_status` says why.
         """
         config, seed = self.config, self.seed("timing")
         n = config.n if n is None else n
         timed_fn = self.timed_fn
+        if config.cuda_graphs:
+            from bench.cuda_graphs import capture
+
+            try:
+                replay = capture(timed_fn, n, seed, config.device,
+                                 lambda: config.sampling_precision(cache_enabled=False))
+                self.graph_status[n] = "captured"
+                return replay
+            except Exception as exc:  # the sampler cannot be captured: time it eagerly, say why
+                self.graph_status[n] = f"eager: {error_text(exc)}"
 
         def call() -> Any:
-            with torch.inference_mode():
+            with torch.inference_mode(), config.sampling_precision():
                 return timed_fn(n, seeded_generator(config.device, seed))
 
         return call
@@ -395,6 +442,7 @@ def new_row(sampler_name: str, target_name: str, seed: int, registry: Registry, 
         "latency_ms": None,
         "samples_per_s": None,
         "latency_by_n": None,
+        "dtype": str(config.dtype).removeprefix("torch."),
         "timed_on": None,
         "timing_window": None,
         "fit_seconds": None,
@@ -440,6 +488,10 @@ class _NoGate:
 
 #: The gate of a process that runs one pair at a time.
 NO_GATE: TimingGate = _NoGate()
+
+
+#: Fields of a ``latency_by_n`` entry that the row's ``latency_ms`` (a timing summary) leaves out.
+BY_N_ONLY = ("samples_per_s", "peak_memory_mb", "cuda_graph")
 
 
 def time_batch_sizes(
@@ -488,9 +540,9 @@ def time_batch_sizes(
                     "estimated_ms": estimate * 1e3,
                 }
                 continue
-        call = call_at(size)
         try:
             with peak_memory(config.device) as memory:
+                call = call_at(size)  # a CUDA graph is captured here, outside the clock
                 if config.compile:
                     call()  # compile for this shape and warm up, before the clock runs
                 summary = timer.measure(call, repeats=config.repeats, warmup=config.warmup).summary()
@@ -547,9 +599,11 @@ def run_pair(
             start = time.time()
             row["latency_by_n"] = time_batch_sizes(session.timed_call, config, first_call)
             row["timing_window"] = {"start": start, "end": time.time()}
+        for size, status in session.graph_status.items():
+            row["latency_by_n"][str(size)]["cuda_graph"] = status
         row["timed_on"] = {"node": socket.gethostname(), "device_name": device_kind(config.device)}
         at_n = row["latency_by_n"][str(config.n)]
-        row["latency_ms"] = {key: value for key, value in at_n.items() if key not in ("samples_per_s", "peak_memory_mb")}
+        row["latency_ms"] = {key: value for key, value in at_n.items() if key not in BY_N_ONLY}
         row["samples_per_s"] = at_n["samples_per_s"]
         with gate.untimed():
             row["metrics"] = session.metrics(samples, data)

@@ -165,12 +165,18 @@ def check_device(value: Any, label: str) -> torch.device:
     return resolve_device(value, label)
 
 
+#: The ``--dtype`` names.
+DTYPES = ("float32", "bfloat16", "float16", "float64")
+
+
 def check_dtype(value: Any, label: str) -> torch.dtype:
-    """The sample dtype, a floating-point ``torch.dtype``.
+    """The sampling dtype: a floating-point ``torch.dtype``, or one of :data:`DTYPES` by name.
 
     Raises:
         UsageError: Anything else.
     """
+    if isinstance(value, str) and value in DTYPES:
+        value = getattr(torch, value)
     if not isinstance(value, torch.dtype) or not value.is_floating_point:
         fail(f"{label} {value!r} is not a floating-point torch dtype", "use e.g. torch.float32 or torch.float64")
     return value
