@@ -104,7 +104,6 @@ class RunConfig:
     warmup: int = 3
     dtype: torch.dtype = torch.float32
     compile: bool = False
-    cuda_graphs: bool = False
     cache_dir: Path | None = None
     progress: bool = False
     seeds: list[int] | int | None = None
@@ -114,6 +113,7 @@ class RunConfig:
     deterministic: bool = True
     batch_sizes: list[int] | str | None = None
     latency_cap_s: float = 30.0
+    cuda_graphs: bool = False
 
     def __post_init__(self) -> None:
         if self.seeds is None:
@@ -552,7 +552,8 @@ def time_batch_sizes(
             entries[str(size)] = {"failed": error_text(exc)}
             continue
         known[size] = summary["median"] / 1e3
-        entries[str(size)] = {**summary, "samples_per_s": size / known[size], **memory}
+        throughput = size / known[size] if known[size] > 0 else None  # a clock too coarse for the call reads 0
+        entries[str(size)] = {**summary, "samples_per_s": throughput, **memory}
     return entries
 
 

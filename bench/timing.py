@@ -5,12 +5,12 @@ two readings of a clock that first waits for the device (``synchronize``), so th
 barrier and the clock's own cost are paid once per block, not once per call, and
 a call of microseconds is not swamped by them.  Blocks are run by
 :class:`timeit.Timer` (the loop :class:`torch.utils.benchmark.Timer` wraps) under
-:func:`torch.utils.benchmark.set_torch_threads`, and summarised by
-:class:`torch.utils.benchmark.Measurement` (median, interquartile range).
-:class:`torch.utils.benchmark.Timer` itself is not called: its ``timeit`` adds
-``max(number // 100, 2)`` untimed calls to every block and its ``blocked_autorange``
-chooses its own counts (a single block for a call longer than ``min_run_time``),
-while a run promises ``--warmup`` untimed and ``--repeats`` timed blocks.
+:func:`torch.utils.benchmark.set_torch_threads`, and summarised by median and
+interquartile range over the blocks.  :class:`torch.utils.benchmark.Timer` itself is
+not called: its ``timeit`` adds ``max(number // 100, 2)`` untimed calls to every block
+and its ``blocked_autorange`` chooses its own counts (a single block for a call longer
+than ``min_run_time``), while a run promises ``--warmup`` untimed calls and
+``--repeats`` timed blocks.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ import time
 import timeit
 from typing import Any, Callable, Iterator, Mapping
 
+import numpy as np
 import torch
-from torch.utils.benchmark import Measurement, TaskSpec, set_torch_threads
+from torch.utils.benchmark import set_torch_threads
 
 #: A block of calls lasts at least this long (s) when the warm-up tells how long a call takes: the
 #: clock (≈ 0.1 µs) and a CUDA barrier (≈ 10 µs) then cost < 0.1 % of the block.
@@ -57,32 +58,28 @@ class Timing:
         times_ms: Each block's time divided by its calls, ms per call (one entry per block).
         warmup: Untimed calls before the first block.
         calls_per_block: Calls in each block.
-        threads: Torch intra-op threads the blocks ran with.
     """
 
     times_ms: tuple[float, ...]
     warmup: int
     calls_per_block: int = 1
-    threads: int = 1
 
     @property
     def repeats(self) -> int:
         return len(self.times_ms)
 
-    def measurement(self) -> Measurement:
-        """The blocks as a :class:`torch.utils.benchmark.Measurement` (its times in seconds per call)."""
-        return Measurement(1, [t / 1e3 for t in self.times_ms],
-                           TaskSpec("sampler call", "", num_threads=self.threads))
-
     def summary(self) -> dict[str, float | int]:
-        """``median`` and ``iqr`` (interquartile range, linear interpolation), ``mean``, ``std`` (ddof = 1),
-        ``min`` over the blocks, all ms per call; ``repeats`` (blocks), ``warmup``, ``calls_per_block``."""
-        times, measured = self.times_ms, self.measurement()
+        """``median`` and ``iqr`` (interquartile range; quartiles interpolated linearly, as
+        :class:`torch.utils.benchmark.Measurement` does), ``mean``, ``std`` (ddof = 1), ``min`` over the
+        blocks, all ms per call; ``repeats`` (blocks), ``warmup``, ``calls_per_block``."""
+        times = self.times_ms
+        # Measurement's own quartiles divide by the median (a warning check), which a coarse clock can make 0.
+        low, median, high = np.percentile(times, [25, 50, 75])
         return {
             "mean": statistics.fmean(times),
             "std": statistics.stdev(times) if len(times) > 1 else 0.0,
-            "median": measured.median * 1e3,
-            "iqr": measured.iqr * 1e3,
+            "median": float(median),
+            "iqr": float(high - low),
             "min": min(times),
             "repeats": len(times),
             "warmup": self.warmup,
@@ -142,7 +139,7 @@ class Timer:
                 last_call = self.block(fn, 1)
             calls = 1 if last_call is None else calls_per_block(last_call, self.min_block_seconds)
             times = tuple(self.block(fn, calls) / calls * 1e3 for _ in range(repeats))
-        return Timing(times, warmup, calls, self.threads)
+        return Timing(times, warmup, calls)
 
 
 def predict_call_seconds(size: int, known: Mapping[int, float]) -> tuple[float, str]:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from bench.report import write_report
-from bench.report.markdown import environment_lines, latency_method
+from bench.report.figures import plot_scaling
+from bench.report.markdown import environment_lines, latency_method, scaling_section
+from bench.results import upgrade
 from tests.test_report_v2 import _cells, _document, _line, _row
 
 #: 25 samplers, as a default run has: families with numbers and variants, one-pass rows, the reference.
@@ -34,12 +38,9 @@ def _scaling_document(seeds=(0,)):
     return document
 
 
-def test_a_run_over_several_sizes_gets_the_scaling_figure_and_section(tmp_path):
-    leaderboard = write_report(_scaling_document(seeds=(0, 1)), tmp_path).read_text()
-    assert (tmp_path / "gmm3d_scaling.png").stat().st_size > 0
-    section = leaderboard[leaderboard.index("## Latency against batch size"):leaderboard.index("## Metrics")]
-    assert "| sampler | n = 1 | n = 100 | n = 10000 | n = 1e+06 | × largest/smallest |" in section.replace(
-        "  ", " ").replace("  ", " ")
+def test_the_section_lists_every_sampler_at_every_size_with_skipped_sizes_and_their_reason():
+    section = scaling_section(upgrade(_scaling_document(seeds=(0, 1))), {"gmm3d": "gmm3d_scaling.png"})
+    assert "| sampler | n = 1 | n = 100 | n = 10000 | n = 1000000 | × largest/smallest |" in re.sub(" +", " ", section)
     for index, sampler in enumerate(SAMPLERS):
         cells = _cells(_line(section, sampler))
         mean_at_1 = (index + 1) * 1.05  # mean over seeds of 1 and 1.1 times the sampler's scale
@@ -47,6 +48,22 @@ def test_a_run_over_several_sizes_gets_the_scaling_figure_and_section(tmp_path):
         assert cells[4] == "skipped" and cells[5] == "100×"  # 10⁴ samples cost 100× one sample here
         assert f"- `{sampler}` at n = 1000000: skipped: one call estimated at 40 s" in section
     assert "[latency and samples/s against batch size](gmm3d_scaling.png)" in section
+
+
+def test_the_figure_draws_25_samplers(tmp_path):
+    entries = upgrade(_scaling_document())["summary"]
+    path = plot_scaling(entries, "gmm3d", tmp_path / "gmm3d_scaling.png")
+    assert path.stat().st_size > 0
+    assert plot_scaling(entries, "other-target", tmp_path / "none.png") is None  # nothing timed there
+
+
+def test_the_report_links_the_figure_and_adds_the_section(tmp_path):
+    document = _scaling_document(seeds=(0, 1))
+    document["rows"] = [row for row in document["rows"] if row["sampler"] in ("pings", "ddim-3", "ddim-5")]
+    leaderboard = write_report(document, tmp_path).read_text()
+    assert (tmp_path / "gmm3d_scaling.png").stat().st_size > 0
+    assert leaderboard.index("## Latency against batch size") < leaderboard.index("## Metrics")
+    assert leaderboard.count("(gmm3d_scaling.png)") == 2  # under the target's table and in the section
     assert "batch sizes 1, 100, 10000, 1000000 (a size other than n skipped when one call is estimated over " \
            "30 s)" in leaderboard
 
@@ -62,6 +79,6 @@ def test_the_header_names_the_timing_method():
     assert "latency over 5 timed calls after 3 warm-up calls (device synchronized around each)" in \
            environment_lines(old)[1]
     new = _scaling_document()["config"]
-    assert latency_method(new).startswith("latency: median and IQR over 5 timed blocks after 3 warm-up calls, a "
-                                          "block 10 ms or more of back-to-back calls with the device synchronized "
-                                          "once per block")
+    assert latency_method(new).startswith("latency: median (IQR in results.json) over 5 timed blocks after 3 "
+                                          "warm-up calls, a block 10 ms or more of back-to-back calls with the "
+                                          "device synchronized once per block")

@@ -69,13 +69,13 @@ def latency_method(config: Mapping[str, Any]) -> str:
         text = (f"latency over {config['repeats']} timed calls after {config['warmup']} warm-up calls "
                 f"(device synchronized around each)")
     else:
-        text = (f"latency: median and IQR over {config['repeats']} timed blocks after {config['warmup']} warm-up "
-                f"calls, a block {timing['min_block_seconds'] * 1e3:g} ms or more of back-to-back calls with the "
-                f"device synchronized once per block (one call per block without warm-up)")
-    sizes = config.get("batch_sizes") or [config["n"]]
+        text = (f"latency: median (IQR in results.json) over {config['repeats']} timed blocks after "
+                f"{config['warmup']} warm-up calls, a block {timing['min_block_seconds'] * 1e3:g} ms or more of "
+                f"back-to-back calls with the device synchronized once per block (one call per block without warm-up)")
+    sizes, cap = config.get("batch_sizes") or [config["n"]], config.get("latency_cap_s")
     if len(sizes) > 1:
         text += (f", batch sizes {', '.join(map(str, sizes))} (a size other than n skipped when one call is "
-                 f"estimated over {config.get('latency_cap_s', '?'):g} s)")
+                 f"estimated over {_recorded(cap if cap is None else format(cap, 'g'))} s)")
     return text
 
 
@@ -539,13 +539,14 @@ def scaling_section(results: Mapping[str, Any], figures: Mapping[str, str] | Non
     drawn = False
     for target in dict.fromkeys(entry["target"] for entry in results["summary"]):
         entries = [e for e in results["summary"] if e["target"] == target and e.get("latency_by_n")]
-        sizes = scaling_sizes(entries)
-        if len(sizes) < 2:
+        if len(scaling_sizes(entries)) < 2:
             continue
         drawn = True
+        rows = [row for row in results["rows"] if row["target"] == target]
+        sizes = sorted({int(size) for row in rows for size in row.get("latency_by_n") or {}})  # skipped ones too
         reasons: dict[tuple[str, str], str] = {}
-        for row in results["rows"]:
-            for size, entry in ((row.get("latency_by_n") or {}) if row["target"] == target else {}).items():
+        for row in rows:
+            for size, entry in (row.get("latency_by_n") or {}).items():
                 if "skipped" in entry or "failed" in entry:
                     reasons.setdefault((row["sampler"], size), ("skipped: " + entry["skipped"]) if "skipped" in entry
                                        else ("failed: " + entry["failed"]))
@@ -556,7 +557,7 @@ def scaling_section(results: Mapping[str, Any], figures: Mapping[str, str] | Non
                      else reasons.get((entry["sampler"], str(size)), "—").split(":")[0] for size in sizes]
             ends = [timed[str(size)]["mean"] for size in sizes if str(size) in timed]
             table.append([entry["sampler"], *cells, f"{ends[-1] / ends[0]:.3g}×" if len(ends) > 1 else "—"])
-        headers = ["sampler", *(f"n = {size:g}" for size in sizes), "× largest/smallest"]
+        headers = ["sampler", *(f"n = {size}" for size in sizes), "× largest/smallest"]
         lines += [f"### {target}", "", tabulate(table, headers=headers, tablefmt="github", disable_numparse=True), ""]
         lines += [f"- `{sampler}` at n = {size}: {reason}" for (sampler, size), reason in reasons.items()]
         if figures and figures.get(target):
