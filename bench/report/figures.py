@@ -377,6 +377,8 @@ def plot_dimension(
 
 #: Markers telling apart the samplers of one solver (same colour), in order of appearance.
 SCALING_MARKERS = "os^DvP*Xh<>"
+#: Columns of the scaling figure's legend (25 samplers: five rows).
+SCALING_LEGEND_COLUMNS = 5
 
 
 def scaling_sizes(entries: list[Mapping[str, Any]]) -> list[int]:
@@ -417,8 +419,8 @@ def plot_scaling(entries: list[Mapping[str, Any]], target_name: str, path: Path)
     palette = colormaps["tab20"].colors[::2] + colormaps["tab20"].colors[1::2]  # the ten strong hues first
     members: dict[str, int] = {}
     plt = _pyplot()
-    legend_rows = math.ceil(len(entries) / 4)
-    fig, axes = plt.subplots(1, 2, figsize=(12.0, 4.6 + 0.22 * legend_rows))
+    legend_rows = math.ceil(len(entries) / SCALING_LEGEND_COLUMNS)
+    fig, axes = plt.subplots(1, 2, figsize=(12.0, 4.6 + 0.16 * legend_rows))
     several = any(len(e.get("ok_seeds", ())) > 1 for e in entries)
     for entry in entries:
         solver, variant = keys[entry["sampler"]]
@@ -436,7 +438,7 @@ def plot_scaling(entries: list[Mapping[str, Any]], target_name: str, path: Path)
             yerr = [[m - lo for m, lo in zip(ms, low)], [hi - m for m, hi in zip(ms, high)]]
         axes[0].errorbar(n, ms, yerr=yerr, capsize=2, elinewidth=0.7, label=entry["sampler"], **style)
         axes[1].plot(n, [size / (m / 1e3) for size, m in zip(n, ms)], **style)
-    for ax, label in zip(axes, ("latency [ms per call] (median per seed, mean over seeds)", "samples per second")):
+    for ax, label in zip(axes, ("ms per call (median; mean over seeds)", "samples per second")):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xticks(sizes)
@@ -447,7 +449,7 @@ def plot_scaling(entries: list[Mapping[str, Any]], target_name: str, path: Path)
     bars = "bars: 95 % t-intervals over seeds" if several else "one seed, no intervals"
     _title(fig, f"{target_name}: latency and throughput against batch size ({bars}; sizes not timed are left out)")
     height = fig.get_figheight()
-    fig.tight_layout(rect=(0, (0.22 * legend_rows + 0.3) / height, 1, 1 - 0.4 / height))  # legend below, title above
+    fig.tight_layout(rect=(0, (0.16 * legend_rows + 0.15) / height, 1, 1 - 0.4 / height))  # legend below, title above
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False)
+    fig.legend(handles, labels, loc="lower center", ncol=SCALING_LEGEND_COLUMNS, fontsize=7, frameon=False)
     return save_figure(fig, path)
