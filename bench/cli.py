@@ -26,6 +26,7 @@ from bench.plugins import DISABLE_PLUGINS_ENV, get_plugin_manager
 from bench.profiles import DEFAULT_PROFILE, PROFILES, get_profile
 from bench.registry import Registry
 from bench.validation import (
+    DTYPES,
     check_cache_dir,
     check_options,
     check_out_dir,
@@ -101,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
         run.add_argument("--n", type=int, help="generated and held-out points per pair, ≥ 2 (default: profile's)")
         run.add_argument("--repeats", type=int, default=5, help="timed calls per pair, ≥ 1")
         run.add_argument("--warmup", type=int, default=3, help="untimed warm-up calls before timing, ≥ 0")
+        run.add_argument("--batch-sizes", help="comma-separated batch sizes ≥ 1 to time every sampler at "
+                                               "(1,100,10000,1000000); the run's --n is always timed "
+                                               "(default: --n alone)")
+        run.add_argument("--latency-cap-s", type=float, default=30.0,
+                         help="skip a batch size (other than --n) whose single call is estimated to take longer, "
+                              "seconds > 0")
         run.add_argument("--seed", type=int, default=0, help="every random stream is derived from it")
         run.add_argument("--seeds", help="replicates, each with its own training, reference set and noise: a count "
                                          "K (seeds S…S+K−1, S = --seed) or a comma-separated list (0,3,7; a "
@@ -115,7 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
         run.add_argument("--floor-pairs", type=int, default=5,
                          help="pairs of exact target draw sets behind each metric's noise floor, ≥ 2")
         run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (where available)")
-        run.add_argument("--compile", action="store_true", help="torch.compile every sampler alike before timing")
+        run.add_argument("--compile", action="store_true",
+                         help="torch.compile every sampler alike; compiled and warmed before timing, per batch size")
+        run.add_argument("--cuda-graphs", action="store_true",
+                         help="time every sampler's call as a captured CUDA graph, per batch size (CUDA devices "
+                              "only); a sampler that cannot be captured is timed eagerly, the reason in its row")
+        run.add_argument("--dtype", default="float32", choices=list(DTYPES),
+                         help="precision of sampling: bfloat16 and float16 sample under torch.autocast from models "
+                              "trained (and cached) in float32; float64 trains and samples in float64")
         run.add_argument("--out", help="report folder (default: a new runs/<timestamp>/; "
                                        "--out reports updates the committed report)")
         run.add_argument("--cache-dir", help="model cache (default: $PINGSBENCH_CACHE or the user cache dir)")
@@ -127,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         run.add_argument("--resume", action="store_true",
                          help="continue the run in --out DIR: keep its finished rows whose configuration matches "
                               "(sampler, target, seed, profile, n, dtype, threads, device type, common random "
-                              "numbers, pingsbench version) and run only the rest")
+                              "numbers, batch sizes and their cap, pingsbench version) and run only the rest")
         run.add_argument("--retry-failed", action="store_true", help="with --resume, run failed rows again too")
         run.add_argument("--executor", default="local", choices=["local", "ray"],
                          help="where pairs run: in this process, or one Ray task per (sampler, target, seed) "
@@ -229,7 +243,11 @@ def cmd_run(args: argparse.Namespace, registry: Registry, sweep: bool) -> int:
         floor_pairs=args.floor_pairs,
         repeats=args.repeats,
         warmup=args.warmup,
+        batch_sizes=args.batch_sizes,
+        latency_cap_s=args.latency_cap_s,
         compile=args.compile,
+        dtype=args.dtype,
+        cuda_graphs=args.cuda_graphs,
         cache_dir=check_cache_dir(args.cache_dir, args.no_cache),
         progress=not args.no_progress and sys.stderr.isatty(),  # bars would litter a piped log
     )

@@ -99,9 +99,10 @@ def summarize(
 
     Returns:
         Entries ``{"sampler", "target", "seeds", "ok_seeds", "status", "errors", "nfe", "nfe_split",
-        "warnings", "train_seconds", "metrics": {name: interval}, "latency_ms": interval}``
-        where an interval is what :func:`interval` returns (``latency_ms`` over each
-        replicate's median latency in ms); ``status`` is ``"ok"`` when every replicate is,
+        "warnings", "train_seconds", "metrics": {name: interval}, "latency_ms": interval,
+        "latency_by_n": {size: interval} or None}`` where an interval is what :func:`interval`
+        returns (``latency_ms`` over each replicate's median latency in ms; ``latency_by_n`` the same
+        per batch size a row timed, as a string, ascending); ``status`` is ``"ok"`` when every replicate is,
         else the first failing replicate's status; ``nfe`` and each part of ``nfe_split``
         (``network``, ``oracle``) are means over the ok replicates; ``errors`` maps the seed (as a
         string) of each replicate that is not ok to its reason.
@@ -144,6 +145,7 @@ def _entry(sampler: str, target: str, replicates: list[Row]) -> dict[str, Any]:
     splits = [row["nfe_split"] for row in ok if isinstance(row.get("nfe_split"), Mapping)]
     parts = dict.fromkeys(part for split in splits for part in split)
     train = [t for t in map(_training_seconds, ok) if t is not None]
+    sizes = sorted({size for row in ok for size in row.get("latency_by_n") or {}}, key=int)
     return {
         "sampler": sampler,
         "target": target,
@@ -157,7 +159,14 @@ def _entry(sampler: str, target: str, replicates: list[Row]) -> dict[str, Any]:
         "train_seconds": sum(train) / len(train) if train else None,
         "metrics": {name: value for name, value in metrics.items() if value is not None},
         "latency_ms": over_ok(lambda row: (row.get("latency_ms") or {}).get("median")),
+        "latency_by_n": {size: value for size in sizes
+                         if (value := over_ok(lambda row, size=size: _timed_median(row, size))) is not None} or None,
     }
+
+
+def _timed_median(row: Row, size: str) -> Optional[float]:
+    """The median ms per call of a row at batch size ``size`` (a key of ``latency_by_n``); ``None`` if not timed."""
+    return ((row.get("latency_by_n") or {}).get(size) or {}).get("median")
 
 
 def upgrade(results: Mapping[str, Any]) -> dict[str, Any]:
@@ -309,11 +318,12 @@ def compare_with_best(
 #: the training budget (``profile``); the sample size every metric and floor depends on (``n``);
 #: the numerics (``dtype``, ``device`` type, ``threads``: trained weights and float sums depend on
 #: them, ``deterministic``); how latency is measured (``repeats``, ``warmup``, ``optimizations``
-#: such as ``torch.compile``); whether the rows of a seed are paired (``independent_noise``); and
-#: how each floor and its spread, the one-seed tie rule's yardstick, is estimated (``floor_pairs``).
+#: such as ``torch.compile``, the ``timing`` method: absent before timed blocks of calls); whether
+#: the rows of a seed are paired (``independent_noise``); and how each floor and its spread, the
+#: one-seed tie rule's yardstick, is estimated (``floor_pairs``).
 COMPARABLE_SETTINGS = (
     "profile", "n", "dtype", "device", "threads", "deterministic", "repeats", "warmup", "optimizations",
-    "independent_noise", "floor_pairs",
+    "timing", "independent_noise", "floor_pairs",
 )
 #: Settings :func:`merge` takes the union of, in first-seen order (the rest of ``config`` is recorded only).
 UNION_SETTINGS = ("samplers", "targets", "seeds")
@@ -469,14 +479,22 @@ def json_text(value: Any) -> str:
 
 
 #: What a kept row's run must share with the resuming run (``config`` fields; ``device`` by its type),
-#: besides the pingsbench version: everything that changes a row's fidelity metrics or NFE.
-RESUME_SETTINGS = ("profile", "n", "dtype", "threads", "device", "independent_noise")
+#: besides the pingsbench version: everything that changes a row's fidelity metrics or NFE, and which
+#: batch sizes its ``latency_by_n`` holds (``batch_sizes``, and ``latency_cap_s`` where sizes other
+#: than ``n`` are timed), so a resumed run's rows all time the same sizes.
+RESUME_SETTINGS = ("profile", "n", "dtype", "threads", "device", "independent_noise", "batch_sizes", "latency_cap_s")
 
 
 def _resume_setting(document: Mapping[str, Any], name: str) -> Any:
-    value = document.get("config", {}).get(name)
+    config = document.get("config", {})
+    value = config.get(name)
     if name == "device" and isinstance(value, str):
         return value.split(":", 1)[0]  # the device type: cuda:0 and cuda:1 measure alike
+    sizes = config.get("batch_sizes") or [config.get("n")]  # a document from before batch sizes timed n alone
+    if name == "batch_sizes":
+        return sizes
+    if name == "latency_cap_s" and len(sizes) == 1:
+        return None  # n alone is never capped, so the cap changes nothing
     return value
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -33,7 +34,7 @@ from bench.profiles import Profile
 from bench.registry import Registry
 from bench.results import RESULTS_SCHEMA, resumable_rows, summarize
 from bench.seeding import derive_seed
-from bench.timing import Timer
+from bench.timing import MIN_BLOCK_SECONDS, Timer, peak_memory, predict_call_seconds
 from bench.validation import CONFIG_CHECKS, check_run_names
 
 log = logging.getLogger("pingsbench")
@@ -48,6 +49,10 @@ FIGURE_VALUES = 16_000
 def figure_points(dim: int) -> int:
     """How many of a sampler's points ``samples.npz`` keeps for a target of dimension ``dim``."""
     return max(1, min(FIGURE_POINTS, FIGURE_VALUES // dim))
+
+
+#: Sampling dtypes reached by :func:`torch.autocast` from float32-trained models.
+AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
 
 
 @dataclasses.dataclass
@@ -71,10 +76,22 @@ class RunConfig:
             ``torch.get_num_threads()`` at construction (always an ``int`` after it).
         floor_pairs: Pairs of exact target draw sets behind each metric's noise floor.
         deterministic: Run with ``torch.use_deterministic_algorithms(True, warn_only=True)``.
+        dtype: The precision of sampling.  ``float32`` and ``float64`` train and sample in it;
+            ``bfloat16`` and ``float16`` (:data:`AUTOCAST_DTYPES`) train in float32, so they share
+            float32's cache entries, and sample under :func:`torch.autocast` to that dtype (matrix
+            products in it; the samples are measured as float32, :func:`check_samples`).
+        batch_sizes: The sizes latency is timed at (:func:`time_batch_sizes`), as a list or as
+            ``"1,100,10000"``; ``None`` times ``n`` alone.  After construction: distinct, ascending,
+            ``n`` always among them (added if missing).
+        latency_cap_s: A size other than ``n`` whose single call is estimated to take longer
+            (seconds) is not timed; its entry in ``latency_by_n`` says why.
+        cuda_graphs: Time each size's call as a captured CUDA graph (:mod:`bench.cuda_graphs`);
+            needs a CUDA ``device``.
 
     Raises:
         UsageError: A field breaks its rule (one line: what was wrong; what is allowed), or
-            ``seed`` contradicts the first of an explicit ``seeds`` list.
+            ``seed`` contradicts the first of an explicit ``seeds`` list, or ``cuda_graphs`` is
+            asked for without a CUDA device.
     """
 
     samplers: list[str]
@@ -94,10 +111,15 @@ class RunConfig:
     threads: int | None = None
     floor_pairs: int = 5
     deterministic: bool = True
+    batch_sizes: list[int] | str | None = None
+    latency_cap_s: float = 30.0
+    cuda_graphs: bool = False
 
     def __post_init__(self) -> None:
         if self.seeds is None:
             self.seeds = [self.seed]
+        if self.batch_sizes is None:
+            self.batch_sizes = [self.n]
         if self.threads is None:
             self.threads = torch.get_num_threads()
         for field, check in CONFIG_CHECKS.items():
@@ -108,6 +130,25 @@ class RunConfig:
             raise UsageError(f"seed = {self.seed} contradicts seeds = {self.seeds}, whose first seed is the base "
                              f"seed; give seed = {self.seeds[0]} or leave seed out")
         self.seed = self.seeds[0]
+        self.batch_sizes = sorted(set(self.batch_sizes) | {self.n})
+        if self.cuda_graphs and self.device.type != "cuda":
+            raise UsageError(f"CUDA graphs need a CUDA device, and the run's device is {self.device}; give "
+                             f"--device cuda or leave --cuda-graphs out")
+
+    @property
+    def training_dtype(self) -> torch.dtype:
+        """The dtype models are trained (and cached) in: float32 for an autocast ``dtype``, else ``dtype``."""
+        return torch.float32 if self.dtype in AUTOCAST_DTYPES else self.dtype
+
+    def sampling_precision(self, cache_enabled: bool = True) -> ContextManager[Any]:
+        """The context sampling runs in: :func:`torch.autocast` to an autocast ``dtype``, else nothing.
+
+        Args:
+            cache_enabled: Autocast's cast cache; off while capturing a CUDA graph, as torch requires.
+        """
+        if self.dtype in AUTOCAST_DTYPES:
+            return torch.autocast(self.device.type, dtype=self.dtype, cache_enabled=cache_enabled)
+        return contextlib.nullcontext()
 
     def validate(self, registry: Registry) -> None:
         """Check every sampler and target name against ``registry``, before any work.
@@ -136,7 +177,11 @@ class RunConfig:
             "repeats": self.repeats,
             "warmup": self.warmup,
             "dtype": str(self.dtype).removeprefix("torch."),
-            "optimizations": {"torch_compile": self.compile, "amp": False, "cuda_graphs": False},
+            "optimizations": {"torch_compile": self.compile, "amp": self.dtype in AUTOCAST_DTYPES,
+                              "cuda_graphs": self.cuda_graphs},
+            "batch_sizes": self.batch_sizes,
+            "latency_cap_s": self.latency_cap_s,
+            "timing": {"method": "blocks", "min_block_seconds": MIN_BLOCK_SECONDS},
             "cache_dir": str(self.cache_dir) if self.cache_dir else None,
         }
 
@@ -276,6 +321,8 @@ class PairSession:
         ctx: The fit context (its ``models`` and ``artifacts`` go into the row).
         sample_fn: What ``sampler.fit`` returned.
         fit_seconds: Wall-clock seconds of ``sampler.fit``.
+        graph_status: With ``config.cuda_graphs``, per batch size :meth:`timed_call` was asked for:
+            ``"captured"``, or ``"eager: <why the capture failed>"``.
     """
 
     sampler: Sampler
@@ -284,6 +331,7 @@ class PairSession:
     ctx: FitContext
     sample_fn: SampleFn
     fit_seconds: float
+    graph_status: dict[int, str] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def fit(
@@ -295,7 +343,7 @@ class PairSession:
         each replicate trains (and caches) its own models, and the root of the sampling streams.
         """
         seed = config.seed if seed is None else seed
-        ctx = FitContext(config.device, config.dtype, seed, config.profile, cache, progress=config.progress)
+        ctx = FitContext(config.device, config.training_dtype, seed, config.profile, cache, progress=config.progress)
         start = time.perf_counter()
         sample_fn = sampler.fit(CountedTarget(target), ctx)
         return cls(sampler, target, config, ctx, sample_fn, time.perf_counter() - start)
@@ -316,7 +364,7 @@ class PairSession:
         return derive_seed(replicate, purpose)
 
     def sample_counted(self) -> tuple[Tensor, dict[str, Any]]:
-        """Draw the fidelity sample while counting evaluations.
+        """Draw the fidelity sample while counting evaluations, in the run's sampling precision.
 
         Returns:
             The checked samples, shape ``(n, dim)``, float32 on CPU, and the row's NFE
@@ -326,23 +374,41 @@ class PairSession:
             SampleError: If the sampler returned anything but ``n`` finite points.
         """
         # Hooks are installed only for this call, never while timing.
-        with torch.inference_mode(), count_evaluations() as counter:
+        with torch.inference_mode(), self.config.sampling_precision(), count_evaluations() as counter:
             samples = self.sample_fn(self.config.n, seeded_generator(self.config.device, self.seed("sample")))
         samples = check_samples(samples, self.config.n, self.target.dim)
         return samples, nfe_record(counter, self.config.n, self.sampler, self.target)
 
-    def timed_call(self) -> Callable[[], Any]:
-        """The call every latency is measured on: ``n`` samples from a freshly seeded generator.
+    @functools.cached_property
+    def timed_fn(self) -> SampleFn:
+        """The sampling function latency is measured on: ``sample_fn``, through ``torch.compile`` when the run asks."""
+        return torch.compile(self.sample_fn) if self.config.compile else self.sample_fn
 
-        Runs in inference mode, through ``torch.compile`` when the run asks for it;
-        it does not synchronize the device (the timer does).
+    def timed_call(self, n: int | None = None) -> Callable[[], Any]:
+        """The call every latency is measured on: ``n`` samples (default: the run's) from a freshly seeded generator.
+
+        Runs in inference mode and the run's sampling precision (:meth:`RunConfig.sampling_precision`),
+        through :attr:`timed_fn`; it does not synchronize the device (the timer does).  With
+        ``config.cuda_graphs`` the call is captured here (:func:`bench.cuda_graphs.capture`) and
+        replayed; a call that cannot be captured stays eager, and :attr:`graph_status` says why.
         """
         config, seed = self.config, self.seed("timing")
-        timed_fn = torch.compile(self.sample_fn) if config.compile else self.sample_fn
+        n = config.n if n is None else n
+        timed_fn = self.timed_fn
+        if config.cuda_graphs:
+            from bench.cuda_graphs import capture
+
+            try:
+                replay = capture(timed_fn, n, seed, config.device,
+                                 lambda: config.sampling_precision(cache_enabled=False))
+                self.graph_status[n] = "captured"
+                return replay
+            except Exception as exc:  # the sampler cannot be captured: time it eagerly, say why
+                self.graph_status[n] = f"eager: {error_text(exc)}"
 
         def call() -> Any:
-            with torch.inference_mode():
-                return timed_fn(config.n, seeded_generator(config.device, seed))
+            with torch.inference_mode(), config.sampling_precision():
+                return timed_fn(n, seeded_generator(config.device, seed))
 
         return call
 
@@ -375,6 +441,8 @@ def new_row(sampler_name: str, target_name: str, seed: int, registry: Registry, 
         "warnings": [],
         "latency_ms": None,
         "samples_per_s": None,
+        "latency_by_n": None,
+        "dtype": str(config.dtype).removeprefix("torch."),
         "timed_on": None,
         "timing_window": None,
         "fit_seconds": None,
@@ -422,6 +490,73 @@ class _NoGate:
 NO_GATE: TimingGate = _NoGate()
 
 
+#: Fields of a ``latency_by_n`` entry that the row's ``latency_ms`` (a timing summary) leaves out.
+BY_N_ONLY = ("samples_per_s", "peak_memory_mb", "cuda_graph")
+
+
+def time_batch_sizes(
+    call_at: Callable[[int], Callable[[], Any]],
+    config: RunConfig,
+    first_call_seconds: float,
+    timer: Timer | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Latency at each of ``config.batch_sizes``, smallest first: the row's ``latency_by_n``.
+
+    A size other than the run's ``n`` is skipped when :func:`~bench.timing.predict_call_seconds`
+    estimates its single call above ``config.latency_cap_s``; the estimate rests on the sizes timed
+    so far and on the untimed fidelity call at ``n`` (``first_call_seconds``, an upper bound: it
+    counted evaluations and may have paid one-time costs), so it needs no call at the size itself.
+    ``n`` is never skipped: its fidelity sample was drawn already.  With ``config.compile`` each
+    size is called once before its measurement, so compiling (one graph per shape) is never timed,
+    even with ``warmup = 0``.  On CUDA each size records its peak allocated memory, the counter
+    reset before the size's first call.
+
+    Args:
+        call_at: Batch size → the timed call at that size (:meth:`PairSession.timed_call`).
+        config: The run's ``batch_sizes``, ``n``, ``latency_cap_s``, ``repeats``, ``warmup``, ``compile``,
+            ``device`` and ``threads``.
+        first_call_seconds: Seconds of the fidelity call at ``n``.
+        timer: Default: :class:`~bench.timing.Timer` on the run's device with its threads.
+
+    Returns:
+        ``{str(size): entry}``: a timed entry is :meth:`~bench.timing.Timing.summary` (ms per call)
+        plus ``samples_per_s`` (``size`` over the median) and, on CUDA, ``peak_memory_mb``; a skipped
+        one is ``{"skipped": reason, "estimated_ms"}``; a size other than ``n`` whose call raised is
+        ``{"failed": "<Type>: <message>"}``.
+
+    Raises:
+        Exception: Whatever the call at ``n`` raised (the row fails).
+    """
+    timer = timer if timer is not None else Timer(config.device, config.threads)
+    known = {config.n: first_call_seconds}
+    entries: dict[str, dict[str, Any]] = {}
+    for size in config.batch_sizes:
+        if size != config.n:
+            estimate, basis = predict_call_seconds(size, known)
+            if estimate > config.latency_cap_s:
+                entries[str(size)] = {
+                    "skipped": f"one call estimated at {estimate:.3g} s ({basis}) exceeds the cap of "
+                               f"{config.latency_cap_s:g} s (--latency-cap-s)",
+                    "estimated_ms": estimate * 1e3,
+                }
+                continue
+        try:
+            with peak_memory(config.device) as memory:
+                call = call_at(size)  # a CUDA graph is captured here, outside the clock
+                if config.compile:
+                    call()  # compile for this shape and warm up, before the clock runs
+                summary = timer.measure(call, repeats=config.repeats, warmup=config.warmup).summary()
+        except Exception as exc:  # an extra size's failure (memory, say) leaves the row and its other sizes
+            if size == config.n:
+                raise
+            entries[str(size)] = {"failed": error_text(exc)}
+            continue
+        known[size] = summary["median"] / 1e3
+        throughput = size / known[size] if known[size] > 0 else None  # a clock too coarse for the call reads 0
+        entries[str(size)] = {**summary, "samples_per_s": throughput, **memory}
+    return entries
+
+
 def run_pair(
     sampler_name: str,
     target: Target,
@@ -434,9 +569,11 @@ def run_pair(
 ) -> dict[str, Any]:
     """Fit, sample, measure one sampler on one target in replicate ``data.seed``; never raises for its faults.
 
-    The latency is measured inside ``gate.timed()``, everything else inside ``gate.untimed()``;
-    the row records where (``timed_on``: ``{"node": host name, "device_name"}``) and when
-    (``timing_window``: ``{"start", "end"}``, Unix seconds) it was timed.
+    The latency at every batch size (:func:`time_batch_sizes`) is measured inside ``gate.timed()``,
+    everything else inside ``gate.untimed()``; ``latency_ms`` and ``samples_per_s`` are those of the
+    run's ``n``, ``latency_by_n`` holds every size's.  The row records where (``timed_on``:
+    ``{"node": host name, "device_name"}``) and when (``timing_window``: ``{"start", "end"}``, Unix
+    seconds) it was timed.
     """
     row = new_row(sampler_name, target.name, data.seed, registry, config)
     sampler = registry.sampler(sampler_name)
@@ -453,18 +590,22 @@ def run_pair(
             session = PairSession.fit(sampler, target, config, cache, data.seed)
             row["fit_seconds"] = session.fit_seconds
             row["fit"] = {"models": session.ctx.models, "artifacts": session.ctx.artifacts}
+            started = time.perf_counter()
             samples, nfe_fields = session.sample_counted()
+            first_call = time.perf_counter() - started
         row.update(nfe_fields)
         for warning in row["warnings"]:
             log.warning("%s on %s: %s", sampler_name, target.name, warning)
-        call = session.timed_call()
         with gate.timed():
             start = time.time()
-            timing = Timer(config.device).measure(call, repeats=config.repeats, warmup=config.warmup)
+            row["latency_by_n"] = time_batch_sizes(session.timed_call, config, first_call)
             row["timing_window"] = {"start": start, "end": time.time()}
+        for size, status in session.graph_status.items():
+            row["latency_by_n"][str(size)]["cuda_graph"] = status
         row["timed_on"] = {"node": socket.gethostname(), "device_name": device_kind(config.device)}
-        row["latency_ms"] = timing.summary()
-        row["samples_per_s"] = config.n / (row["latency_ms"]["median"] / 1e3)
+        at_n = row["latency_by_n"][str(config.n)]
+        row["latency_ms"] = {key: value for key, value in at_n.items() if key not in BY_N_ONLY}
+        row["samples_per_s"] = at_n["samples_per_s"]
         with gate.untimed():
             row["metrics"] = session.metrics(samples, data)
         figure_samples[sampler_name] = samples[: figure_points(target.dim)].numpy()

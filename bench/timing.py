@@ -1,13 +1,35 @@
-"""Measuring time: one synchronized timer for every sampler (NFE is counted in :mod:`bench.counting`)."""
+"""Measuring time: one timer for every sampler (NFE is counted in :mod:`bench.counting`).
+
+A latency is measured in *blocks*: ``calls_per_block`` back-to-back calls between
+two readings of a clock that first waits for the device (``synchronize``), so the
+barrier and the clock's own cost are paid once per block, not once per call, and
+a call of microseconds is not swamped by them.  Blocks are run by
+:class:`timeit.Timer` (the loop :class:`torch.utils.benchmark.Timer` wraps) under
+:func:`torch.utils.benchmark.set_torch_threads`, and summarised by median and
+interquartile range over the blocks.  :class:`torch.utils.benchmark.Timer` itself is
+not called: its ``timeit`` adds ``max(number // 100, 2)`` untimed calls to every block
+and its ``blocked_autorange`` chooses its own counts (a single block for a call longer
+than ``min_run_time``), while a run promises ``--warmup`` untimed calls and
+``--repeats`` timed blocks.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import statistics
 import time
-from typing import Any, Callable
+import timeit
+from typing import Any, Callable, Iterator, Mapping
 
+import numpy as np
 import torch
+from torch.utils.benchmark import set_torch_threads
+
+#: A block of calls lasts at least this long (s) when the warm-up tells how long a call takes: the
+#: clock (≈ 0.1 µs) and a CUDA barrier (≈ 10 µs) then cost < 0.1 % of the block.
+MIN_BLOCK_SECONDS = 0.01
 
 
 def synchronize(device: torch.device) -> None:
@@ -18,65 +40,147 @@ def synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
+def calls_per_block(call_seconds: float, min_block_seconds: float = MIN_BLOCK_SECONDS) -> int:
+    """How many calls of ``call_seconds`` each (a warm-up call's time) fill a block of ``min_block_seconds``.
+
+    A power of ten (1, 10, 100, …), as :meth:`torch.utils.benchmark.Timer.blocked_autorange` grows its blocks.
+    """
+    if not call_seconds > 0:
+        return 1
+    return 10 ** max(0, math.ceil(math.log10(min_block_seconds / call_seconds)))
+
+
 @dataclasses.dataclass(frozen=True)
 class Timing:
-    """Wall-clock statistics of ``repeats`` timed calls after ``warmup`` untimed ones (ms)."""
+    """Per-call times of ``repeats`` timed blocks after ``warmup`` untimed calls.
+
+    Attributes:
+        times_ms: Each block's time divided by its calls, ms per call (one entry per block).
+        warmup: Untimed calls before the first block.
+        calls_per_block: Calls in each block.
+    """
 
     times_ms: tuple[float, ...]
     warmup: int
+    calls_per_block: int = 1
 
     @property
     def repeats(self) -> int:
         return len(self.times_ms)
 
     def summary(self) -> dict[str, float | int]:
+        """``median`` and ``iqr`` (interquartile range; quartiles interpolated linearly, as
+        :class:`torch.utils.benchmark.Measurement` does), ``mean``, ``std`` (ddof = 1), ``min`` over the
+        blocks, all ms per call; ``repeats`` (blocks), ``warmup``, ``calls_per_block``."""
         times = self.times_ms
+        # Measurement's own quartiles divide by the median (a warning check), which a coarse clock can make 0.
+        low, median, high = np.percentile(times, [25, 50, 75])
         return {
             "mean": statistics.fmean(times),
             "std": statistics.stdev(times) if len(times) > 1 else 0.0,
-            "median": statistics.median(times),
+            "median": float(median),
+            "iqr": float(high - low),
             "min": min(times),
             "repeats": len(times),
             "warmup": self.warmup,
+            "calls_per_block": self.calls_per_block,
         }
 
 
 class Timer:
     """The one timer every sampler is measured with.
 
-    On CUDA the device is synchronized before the clock starts and before it
-    stops, so asynchronous kernel launches are not mistaken for finished work;
-    on CPU the same code path is a plain ``perf_counter`` measurement.
+    The clock is read after a device barrier, at the start and at the end of each
+    block; on CPU the barrier is a no-op and the clock a plain ``perf_counter``.
+    Warm-up calls are timed one by one (untimed for the result); the last one sets
+    :func:`calls_per_block`.  Without warm-up every block is one call.
 
     Args:
         device: Device the timed function runs on.
+        threads: Torch intra-op threads during the measurement (default: torch's current count).
         clock: Monotonic clock in seconds (injectable for tests).
         synchronize: Device barrier (injectable for tests).
+        min_block_seconds: See :func:`calls_per_block`.
     """
 
     def __init__(
         self,
         device: torch.device | str,
+        threads: int | None = None,
         clock: Callable[[], float] = time.perf_counter,
         synchronize: Callable[[torch.device], None] = synchronize,
+        min_block_seconds: float = MIN_BLOCK_SECONDS,
     ) -> None:
         self.device = torch.device(device)
+        self.threads = torch.get_num_threads() if threads is None else threads
         self.clock = clock
         self.synchronize = synchronize
+        self.min_block_seconds = min_block_seconds
 
-    def time_once(self, fn: Callable[[], Any]) -> float:
-        """Milliseconds for one synchronized call of ``fn``."""
+    def _read(self) -> float:
         self.synchronize(self.device)
-        start = self.clock()
-        fn()
-        self.synchronize(self.device)
-        return (self.clock() - start) * 1e3
+        return self.clock()
+
+    def block(self, fn: Callable[[], Any], calls: int) -> float:
+        """Seconds for ``calls`` back-to-back calls of ``fn``, the device synchronized before each clock reading."""
+        return timeit.Timer(fn, timer=self._read).timeit(calls)
 
     def measure(self, fn: Callable[[], Any], repeats: int = 5, warmup: int = 3) -> Timing:
-        """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times timed."""
+        """Run ``fn`` ``warmup`` times untimed, then ``repeats`` timed blocks.
+
+        Raises:
+            ValueError: ``repeats < 1`` or ``warmup < 0``.
+        """
         if repeats < 1 or warmup < 0:
             raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
-        for _ in range(warmup):
-            fn()
-        self.synchronize(self.device)
-        return Timing(tuple(self.time_once(fn) for _ in range(repeats)), warmup)
+        with set_torch_threads(self.threads):
+            last_call = None
+            for _ in range(warmup):
+                last_call = self.block(fn, 1)
+            calls = 1 if last_call is None else calls_per_block(last_call, self.min_block_seconds)
+            times = tuple(self.block(fn, calls) / calls * 1e3 for _ in range(repeats))
+        return Timing(times, warmup, calls)
+
+
+def predict_call_seconds(size: int, known: Mapping[int, float]) -> tuple[float, str]:
+    """Estimate one call's seconds at batch size ``size`` from the sizes already timed.
+
+    The rule: a call never gets faster with more samples, so a size at or below a known one
+    takes at most the smallest known time at or above it.  Beyond the largest known size, the
+    time follows the power law ``t ∝ size^p`` through the two largest known sizes, ``p`` clipped
+    to ``[0, 1]`` (from launch-bound, constant time, to compute-bound, linear); with one known
+    size, linearly (``p = 1``, the cautious side).
+
+    Args:
+        size: The batch size to estimate, ``≥ 1``.
+        known: Batch size → seconds per call (medians, or the first call's time), ≥ 1 entry.
+
+    Returns:
+        The estimate in seconds and the sizes it rests on, in words (for a skipped size's reason).
+    """
+    above = [seconds for known_size, seconds in known.items() if known_size >= size]
+    if above:
+        return min(above), "no faster than a larger batch"
+    ordered = sorted(known.items())
+    large, t_large = ordered[-1]
+    if len(ordered) == 1 or not (ordered[-2][1] > 0 and t_large > 0):
+        return t_large * size / large, f"linear from n = {large}"
+    small, t_small = ordered[-2]
+    exponent = min(1.0, max(0.0, math.log(t_large / t_small) / math.log(large / small)))
+    return t_large * (size / large) ** exponent, f"n^{exponent:.2f} through n = {small}, {large}"
+
+
+@contextlib.contextmanager
+def peak_memory(device: torch.device) -> Iterator[dict[str, float]]:
+    """Record the block's peak allocated memory on a CUDA ``device`` (``{}`` elsewhere).
+
+    The peak counter is reset on entry; on exit the dict gains ``peak_memory_mb``,
+    :func:`torch.cuda.max_memory_allocated` in MiB.
+    """
+    record: dict[str, float] = {}
+    if device.type != "cuda":
+        yield record
+        return
+    torch.cuda.reset_peak_memory_stats(device)
+    yield record
+    record["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20

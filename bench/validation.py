@@ -116,6 +116,46 @@ def check_seeds(value: Any, label: str) -> int | list[int]:
     return list(value)
 
 
+def check_batch_sizes(value: Any, label: str) -> list[int]:
+    """The batch sizes latency is timed at: distinct integers ``≥ 1``, returned in ascending order.
+
+    Args:
+        value: The option's text (``"1,100,10000"``) or a sequence of ints.
+        label: How to name the value in a message (``--batch-sizes``, ``batch_sizes =``).
+
+    Raises:
+        UsageError: Empty, not integers, a size below 1, or a size listed twice.
+    """
+    allowed = "give distinct batch sizes ≥ 1 separated by commas (1,100,10000)"
+    if isinstance(value, str):
+        items = [item.strip() for item in value.split(",")]
+        if not all(re.fullmatch(r"[+-]?\d+", item) for item in items):
+            fail(f"{label} {value!r} is not a list of integer batch sizes", allowed)
+        value = [int(item) for item in items]
+    if not isinstance(value, (list, tuple)) or not value:
+        fail(f"{label} {value!r} is not a list of batch sizes", allowed)
+    for size in value:
+        if isinstance(size, bool) or not isinstance(size, int):
+            fail(f"{label} holds {size!r}, which is not an integer batch size", allowed)
+        if size < 1:
+            fail(f"{label} holds the batch size {size}", allowed)
+    repeated = sorted({size for size in value if list(value).count(size) > 1})
+    if repeated:
+        fail(f"{label} lists batch size {repeated[0]} twice", allowed)
+    return sorted(value)
+
+
+def check_positive_seconds(value: Any, label: str) -> float:
+    """A duration in seconds, a finite number ``> 0``.
+
+    Raises:
+        UsageError: Anything else.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        fail(f"{label} {value!r} is not a positive number of seconds", "give seconds > 0, e.g. 30")
+    return float(value)
+
+
 def check_device(value: Any, label: str) -> torch.device:
     """The device named by ``value`` (``auto``, ``cpu``, ``cuda[:N]``, ``mps`` or a ``torch.device``).
 
@@ -125,12 +165,18 @@ def check_device(value: Any, label: str) -> torch.device:
     return resolve_device(value, label)
 
 
+#: The ``--dtype`` names.
+DTYPES = ("float32", "bfloat16", "float16", "float64")
+
+
 def check_dtype(value: Any, label: str) -> torch.dtype:
-    """The sample dtype, a floating-point ``torch.dtype``.
+    """The sampling dtype: a floating-point ``torch.dtype``, or one of :data:`DTYPES` by name.
 
     Raises:
         UsageError: Anything else.
     """
+    if isinstance(value, str) and value in DTYPES:
+        value = getattr(torch, value)
     if not isinstance(value, torch.dtype) or not value.is_floating_point:
         fail(f"{label} {value!r} is not a floating-point torch dtype", "use e.g. torch.float32 or torch.float64")
     return value
@@ -159,6 +205,8 @@ OPTION_CHECKS: dict[str, Check] = {
     "device": check_device,
     "threads": at_least(1, "torch threads for training and sampling"),
     "floor_pairs": at_least(2, "pairs of exact target draw sets behind each metric's noise floor; a spread needs two"),
+    "batch_sizes": check_batch_sizes,
+    "latency_cap_s": check_positive_seconds,
 }
 #: Checks of :class:`bench.runner.RunConfig` fields: the options' plus fields the CLI sets itself.
 CONFIG_CHECKS: dict[str, Check] = {**OPTION_CHECKS, "profile": check_profile, "dtype": check_dtype}

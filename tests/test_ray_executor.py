@@ -46,7 +46,7 @@ def ray_instance():
 
 def _config(cache_dir: Path) -> RunConfig:
     return RunConfig(SAMPLERS, ["gmm3d"], get_profile("smoke"), torch.device("cpu"), n=256, seeds=SEEDS,
-                     repeats=1, warmup=0, floor_pairs=2, threads=1, cache_dir=cache_dir)
+                     repeats=1, warmup=0, floor_pairs=2, threads=1, cache_dir=cache_dir, batch_sizes=[16])
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +116,14 @@ def test_rows_record_where_and_when_they_were_timed_and_timings_never_overlap(gr
     for windows in by_node.values():
         windows.sort()
         assert all(end <= next_start for (_, end), (next_start, _) in zip(windows, windows[1:]))
+
+
+def test_ray_rows_time_every_batch_size(grids):
+    _, distributed, _ = grids
+    ok = [row for row in distributed["rows"] if row["status"] == "ok"]
+    assert ok and all(list(row["latency_by_n"]) == ["16", "256"] for row in ok)
+    assert all(row["latency_by_n"][size]["median"] > 0 for row in ok for size in ("16", "256"))
+    assert all(row["latency_ms"]["median"] == row["latency_by_n"]["256"]["median"] for row in ok)
 
 
 def test_run_killed_by_sigterm_resumes_on_ray_with_every_row_and_none_run_twice(ray_instance, tmp_path, capsys):

@@ -164,7 +164,7 @@ def _tables(text):
 # End to end: real smoke runs (exact-score solvers: nothing is trained), merged through the CLI.
 SAMPLERS = ["target-draws", "ddim-10@exact", "ddim-20@exact"]
 #: Summary fields that are timings (differ between runs of the same rows).
-TIMED = ("latency_ms", "train_seconds")
+TIMED = ("latency_ms", "latency_by_n", "train_seconds")
 
 
 @pytest.fixture(scope="module")

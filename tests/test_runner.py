@@ -19,8 +19,9 @@ from bench.report import write_report
 from bench.runner import FIGURE_VALUES, RESULTS_SCHEMA, RunConfig, load_samples, run
 from tests.conftest import registered
 
-ROW_KEYS = {"sampler", "target", "status", "error", "nfe", "n", "latency_ms", "fit_seconds", "metrics"}
-LATENCY_KEYS = {"mean", "std", "median", "min", "repeats", "warmup"}
+ROW_KEYS = {"sampler", "target", "status", "error", "nfe", "n", "latency_ms", "latency_by_n", "dtype", "fit_seconds",
+            "metrics"}
+LATENCY_KEYS = {"mean", "std", "median", "iqr", "min", "repeats", "warmup", "calls_per_block"}
 PAPER_METRICS = {"mmd2", "mean_mse", "cov_mse", "skew_mse", "kurt_mse", "swd", "energy"}
 
 

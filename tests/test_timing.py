@@ -1,31 +1,73 @@
-"""The timer synchronizes the device around each timed call (NFE counting: tests/test_counting.py)."""
+"""The timer: warm-up calls untimed, timed blocks with one device barrier per clock reading (NFE counting:
+tests/test_counting.py)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from bench import timing
-from bench.timing import Timer
+from bench.timing import Timer, calls_per_block
 
 
 class FakeClock:
-    def __init__(self, events):
-        self.events, self.now = events, 0.0
+    """A clock that advances by ``step`` seconds per reading plus ``per_call`` per call of :meth:`call`."""
+
+    def __init__(self, events, step=1.0, per_call=0.0):
+        self.events, self.now, self.step, self.per_call = events, 0.0, step, per_call
 
     def __call__(self):
         self.events.append("clock")
-        self.now += 1.0
+        self.now += self.step
         return self.now
 
+    def call(self):
+        self.events.append("call")
+        self.now += self.per_call
 
-def test_timer_synchronizes_cuda_before_and_after_each_timed_call():
+
+def test_timer_synchronizes_cuda_before_each_clock_reading():
     events = []
-    timer = Timer("cuda", clock=FakeClock(events), synchronize=lambda device: events.append(f"sync:{device.type}"))
-    timing_ = timer.measure(lambda: events.append("call"), repeats=2, warmup=1)
-    assert events == ["call", "sync:cuda"] + ["sync:cuda", "clock", "call", "sync:cuda", "clock"] * 2
+    clock = FakeClock(events)
+    timer = Timer("cuda", clock=clock, synchronize=lambda device: events.append(f"sync:{device.type}"))
+    timing_ = timer.measure(clock.call, repeats=2, warmup=1)
+    block = ["sync:cuda", "clock", "call", "sync:cuda", "clock"]
+    assert events == block * 3  # the warm-up call, then two timed blocks of one call (a 1 s call fills a block)
     assert timing_.summary()["repeats"] == 2 and timing_.summary()["warmup"] == 1
-    assert timing_.times_ms == (1000.0, 1000.0)
+    assert timing_.times_ms == (1000.0, 1000.0) and timing_.calls_per_block == 1
+
+
+def test_fast_calls_are_timed_in_blocks_with_one_barrier_per_clock_reading():
+    events = []
+    clock = FakeClock(events, step=0.0, per_call=1e-4)  # 100 µs per call: a 10 ms block holds 100 calls
+    timer = Timer("cuda", clock=clock, synchronize=lambda device: events.append("sync"))
+    timing_ = timer.measure(clock.call, repeats=3, warmup=2)
+    assert timing_.calls_per_block == 100
+    assert events.count("call") == 2 + 3 * 100
+    assert events.count("sync") == events.count("clock") == 2 * (2 + 3)
+    assert timing_.times_ms == pytest.approx((0.1, 0.1, 0.1))
+
+
+def test_without_warmup_every_block_is_one_call():
+    events = []
+    clock = FakeClock(events, step=0.0, per_call=1e-6)
+    timing_ = Timer("cpu", clock=clock).measure(clock.call, repeats=4, warmup=0)
+    assert timing_.calls_per_block == 1 and events.count("call") == 4
+
+
+@pytest.mark.parametrize("seconds, calls", [(2e-3, 10), (0.01, 1), (0.5, 1), (1e-6, 10_000), (0.0, 1)])
+def test_calls_per_block_fill_the_minimum_block(seconds, calls):
+    assert calls_per_block(seconds, 0.01) == calls
+    if seconds > 0:
+        assert calls * seconds >= 0.01 - 1e-12 and (calls == 1 or calls / 10 * seconds < 0.01)
+
+
+def test_timer_runs_with_the_given_thread_count():
+    seen = []
+    before = torch.get_num_threads()
+    Timer("cpu", threads=before + 1).measure(lambda: seen.append(torch.get_num_threads()), repeats=1, warmup=0)
+    assert seen == [before + 1] and torch.get_num_threads() == before
 
 
 def test_default_synchronize_calls_cuda_for_a_cuda_device(monkeypatch):
@@ -37,9 +79,11 @@ def test_default_synchronize_calls_cuda_for_a_cuda_device(monkeypatch):
 
 
 def test_summary_statistics():
-    summary = timing.Timing((1.0, 2.0, 6.0), warmup=3).summary()
-    assert summary == pytest.approx({"mean": 3.0, "std": 2.6457513, "median": 2.0, "min": 1.0,
-                                     "repeats": 3, "warmup": 3})
+    times = (1.0, 2.0, 6.0)
+    summary = timing.Timing(times, warmup=3).summary()
+    p25, p75 = np.percentile(times, [25, 75])
+    assert summary == pytest.approx({"mean": 3.0, "std": 2.6457513, "median": 2.0, "iqr": p75 - p25, "min": 1.0,
+                                     "repeats": 3, "warmup": 3, "calls_per_block": 1})
 
 
 def test_invalid_repeats_rejected():

@@ -14,8 +14,8 @@ from bench.cache import atomic_write_bytes
 from bench.contracts import Target
 from bench.errors import PluginError, UsageError
 from bench.registry import Registry, UnknownNameError
-from bench.report.figures import plot_dimension, sample_panels, training_curves
-from bench.report.markdown import dimension_section, render
+from bench.report.figures import plot_dimension, plot_scaling, sample_panels, training_curves
+from bench.report.markdown import dimension_section, render, scaling_section
 from bench.report.pareto import LABELLED_ROWS, frontier_names, plot_pareto
 from bench.runner import load_samples, write_results, write_samples
 
@@ -104,7 +104,9 @@ def first_seeds(results: Mapping[str, Any]) -> dict[str, Any]:
 def write_report(results: Mapping[str, Any], out_dir: Path, registry: Registry | None = None) -> Path:
     """Render figures and ``leaderboard.md`` into ``out_dir``; returns the Markdown's path.
 
-    Per target: sample panels, training curves, the Pareto view.  Per registered target
+    Per target: sample panels, training curves, the Pareto view, and when it was timed at two or more
+    batch sizes the figure ``<target>_scaling.png`` (:func:`bench.report.figures.plot_scaling`) and a
+    section after the target tables (:func:`bench.report.markdown.scaling_section`).  Per registered target
     family with ≥ 2 members in the results (:func:`dimension_families`): the figure
     ``<stem>_dimension.png`` (:func:`family_stem`, e.g. ``gmm_dimension.png`` for ``gmm-<d>``;
     :func:`bench.report.figures.plot_dimension`) and a section after the target tables
@@ -143,6 +145,8 @@ def write_report(results: Mapping[str, Any], out_dir: Path, registry: Registry |
             ("training curves (first seed)", training_curves(
                 [row for row in rows if row.get("seed", first_seed) == first_seed], target_name,
                 out_dir / f"{target_name}_training.png")),
+            ("latency and samples/s against batch size", plot_scaling(
+                entries, target_name, out_dir / f"{target_name}_scaling.png")),
             ("accuracy–cost Pareto view", plot_pareto(
                 entries, target_name, out_dir / f"{target_name}_pareto.png", metrics=headline,
                 floors=(results.get("floors", {}).get(target_name) or {}).get("metrics"), rows=rows)),
@@ -163,6 +167,10 @@ def write_report(results: Mapping[str, Any], out_dir: Path, registry: Registry |
         sections.append(dimension_section(pattern, members, results["summary"], results["metric_info"],
                                           results.get("floors"), figure.name if figure else None))
 
+    scaling = scaling_section(results, {target: name for target, links in figures.items() for _, name in links
+                                        if name == f"{target}_scaling.png"})
+    if scaling is not None:
+        sections.insert(0, scaling)
     text = render(results, figures, frontier, sections=sections)
     path = out_dir / LEADERBOARD
     atomic_write_bytes(path, lambda handle: handle.write(text.encode()))

@@ -373,3 +373,83 @@ def plot_dimension(
     fig.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
                frameon=False)
     return save_figure(fig, path)
+
+
+#: Markers telling apart the samplers of one solver (same colour), in order of appearance.
+SCALING_MARKERS = "os^DvP*Xh<>"
+#: Columns of the scaling figure's legend (25 samplers: five rows).
+SCALING_LEGEND_COLUMNS = 5
+
+
+def scaling_sizes(entries: list[Mapping[str, Any]]) -> list[int]:
+    """The batch sizes with a timed latency in any of ``entries`` (summary entries), ascending."""
+    return sorted({int(size) for entry in entries for size in (entry.get("latency_by_n") or {})})
+
+
+def plot_scaling(entries: list[Mapping[str, Any]], target_name: str, path: Path) -> Path | None:
+    """Latency and throughput of every sampler against batch size n on one target, log–log.
+
+    Two panels: ms per call (mean over seeds of the per-seed medians; bars: 95 %
+    t-interval over seeds when there are several) and samples per second (n over that
+    mean), one line per sampler over the sizes it was timed at (a size skipped by the
+    cap, or failed, is left out of its line).  Styles follow the Pareto figure's
+    (:func:`bench.report.pareto.curve_style`): the colour is the solver, the line style
+    the variant (``@exact``, ``+ld3`` …), the marker the member within its solver; with
+    ~25 samplers the legend sits under the panels, one entry per sampler.
+
+    Args:
+        entries: Summary entries (:func:`bench.results.summarize`; other targets are ignored).
+        target_name: The target to draw.
+        path: Output PNG, written atomically.
+
+    Returns:
+        ``path``, or ``None`` when fewer than two batch sizes were timed.
+    """
+    from matplotlib import colormaps
+
+    from bench.report.pareto import VARIANT_STYLES, curve_key, curve_style
+
+    entries = [e for e in entries if e.get("target") == target_name and e.get("latency_by_n")]
+    sizes = scaling_sizes(entries)
+    if len(sizes) < 2:
+        return None
+    keys = {e["sampler"]: curve_style(curve_key(e["sampler"]) or e["sampler"]) for e in entries}
+    solvers = list(dict.fromkeys(solver for solver, _ in keys.values()))
+    variants = sorted({variant for _, variant in keys.values()}, key=lambda v: (v != "", v != "@exact", v))
+    palette = colormaps["tab20"].colors[::2] + colormaps["tab20"].colors[1::2]  # the ten strong hues first
+    members: dict[str, int] = {}
+    plt = _pyplot()
+    legend_rows = math.ceil(len(entries) / SCALING_LEGEND_COLUMNS)
+    fig, axes = plt.subplots(1, 2, figsize=(12.0, 4.6 + 0.16 * legend_rows))
+    several = any(len(e.get("ok_seeds", ())) > 1 for e in entries)
+    for entry in entries:
+        solver, variant = keys[entry["sampler"]]
+        marker = SCALING_MARKERS[members.setdefault(solver, 0) % len(SCALING_MARKERS)]
+        members[solver] += 1
+        style = {"color": palette[solvers.index(solver) % len(palette)], "marker": marker, "ms": 4, "lw": 1.1,
+                 "ls": VARIANT_STYLES[variants.index(variant) % len(VARIANT_STYLES)]}
+        timed = entry["latency_by_n"]
+        n = [size for size in sizes if str(size) in timed]
+        ms = [timed[str(size)]["mean"] for size in n]
+        low = [timed[str(size)].get("ci_low") for size in n]
+        high = [timed[str(size)].get("ci_high") for size in n]
+        yerr = None
+        if all(v is not None for v in low + high):
+            yerr = [[m - lo for m, lo in zip(ms, low)], [hi - m for m, hi in zip(ms, high)]]
+        axes[0].errorbar(n, ms, yerr=yerr, capsize=2, elinewidth=0.7, label=entry["sampler"], **style)
+        axes[1].plot(n, [size / (m / 1e3) for size, m in zip(n, ms)], **style)
+    for ax, label in zip(axes, ("ms per call (median; mean over seeds)", "samples per second")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks(sizes)
+        ax.set_xticklabels([f"{size:g}" for size in sizes])
+        ax.set_xlabel("batch size n (samples per call)")
+        ax.set_ylabel(label)
+        ax.grid(True, which="major", alpha=0.3)
+    bars = "bars: 95 % t-intervals over seeds" if several else "one seed, no intervals"
+    _title(fig, f"{target_name}: latency and throughput against batch size ({bars}; sizes not timed are left out)")
+    height = fig.get_figheight()
+    fig.tight_layout(rect=(0, (0.16 * legend_rows + 0.15) / height, 1, 1 - 0.4 / height))  # legend below, title above
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=SCALING_LEGEND_COLUMNS, fontsize=7, frameon=False)
+    return save_figure(fig, path)

@@ -50,9 +50,8 @@ def environment_lines(results: Mapping[str, Any]) -> list[str]:
     return [
         f"- **device**: {env['device']} ({env['device_name']}), dtype {env['dtype']}, "
         f"torch {env['torch']} ({env['torch_threads']} threads), python {env['python']}, {env['platform']}",
-        f"- **run**: profile `{config['profile']}`, n = {config['n']}, "
-        f"latency over {config['repeats']} timed calls after {config['warmup']} warm-up calls "
-        f"(device synchronized around each), optimizations: {', '.join(on)}",
+        f"- **run**: profile `{config['profile']}`, n = {config['n']}, {latency_method(config)}, "
+        f"optimizations: {', '.join(on)}",
         f"- **replicates**: {len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))}), "
         f"threads {_recorded(config.get('threads'))}, "
         f"deterministic algorithms {_on_off(config.get('deterministic'))}, "
@@ -61,6 +60,23 @@ def environment_lines(results: Mapping[str, Any]) -> list[str]:
         *source_lines(results),
         *timed_on_lines(results.get("rows", [])),
     ]
+
+
+def latency_method(config: Mapping[str, Any]) -> str:
+    """How the run timed its latencies, in words, with its batch sizes when it timed more than ``n``."""
+    timing = config.get("timing")
+    if timing is None:  # documents from before timed blocks
+        text = (f"latency over {config['repeats']} timed calls after {config['warmup']} warm-up calls "
+                f"(device synchronized around each)")
+    else:
+        text = (f"latency: median (IQR in results.json) over {config['repeats']} timed blocks after "
+                f"{config['warmup']} warm-up calls, a block {timing['min_block_seconds'] * 1e3:g} ms or more of "
+                f"back-to-back calls with the device synchronized once per block (one call per block without warm-up)")
+    sizes, cap = config.get("batch_sizes") or [config["n"]], config.get("latency_cap_s")
+    if len(sizes) > 1:
+        text += (f", batch sizes {', '.join(map(str, sizes))} (a size other than n skipped when one call is "
+                 f"estimated over {_recorded(cap if cap is None else format(cap, 'g'))} s)")
+    return text
 
 
 def source_lines(results: Mapping[str, Any]) -> list[str]:
@@ -500,3 +516,51 @@ def render(
     lines += [f"- **{meta['label']}** ({ARROWS.get(meta['better'], '')}): {meta.get('description', '')}"
               for name, meta in info.items() if name != "mmd2_floor"]
     return "\n".join(lines) + "\n"
+
+
+def scaling_section(results: Mapping[str, Any], figures: Mapping[str, str] | None = None) -> str | None:
+    """The leaderboard's latency-against-batch-size section; ``None`` when no target was timed at two sizes.
+
+    Per target, a table of every sampler's ms per call at each batch size (mean over seeds
+    of the per-seed medians, ± 95 % half-width with several seeds) and the ratio of its
+    latency at the largest timed size to that at the smallest (1× is constant time);
+    sizes a row did not time read "skipped" or "failed", their reasons listed under
+    the table.
+
+    Args:
+        results: A version-2 results document (``summary`` and ``rows``).
+        figures: Per target, the file name of its scaling figure to link.
+    """
+    from bench.report.figures import scaling_sizes
+
+    lines = ["## Latency against batch size", "",
+             "Milliseconds per call of n samples (median of the timed blocks per seed; mean over seeds). "
+             "\"× largest/smallest\" divides the latency at a sampler's largest timed n by that at its smallest.", ""]
+    drawn = False
+    for target in dict.fromkeys(entry["target"] for entry in results["summary"]):
+        entries = [e for e in results["summary"] if e["target"] == target and e.get("latency_by_n")]
+        if len(scaling_sizes(entries)) < 2:
+            continue
+        drawn = True
+        rows = [row for row in results["rows"] if row["target"] == target]
+        sizes = sorted({int(size) for row in rows for size in row.get("latency_by_n") or {}})  # skipped ones too
+        reasons: dict[tuple[str, str], str] = {}
+        for row in rows:
+            for size, entry in (row.get("latency_by_n") or {}).items():
+                if "skipped" in entry or "failed" in entry:
+                    reasons.setdefault((row["sampler"], size), ("skipped: " + entry["skipped"]) if "skipped" in entry
+                                       else ("failed: " + entry["failed"]))
+        table = []
+        for entry in entries:
+            timed = entry["latency_by_n"]
+            cells = [interval_cell(timed[str(size)], ".3g") if str(size) in timed
+                     else reasons.get((entry["sampler"], str(size)), "—").split(":")[0] for size in sizes]
+            ends = [timed[str(size)]["mean"] for size in sizes if str(size) in timed]
+            table.append([entry["sampler"], *cells, f"{ends[-1] / ends[0]:.3g}×" if len(ends) > 1 else "—"])
+        headers = ["sampler", *(f"n = {size}" for size in sizes), "× largest/smallest"]
+        lines += [f"### {target}", "", tabulate(table, headers=headers, tablefmt="github", disable_numparse=True), ""]
+        lines += [f"- `{sampler}` at n = {size}: {reason}" for (sampler, size), reason in reasons.items()]
+        if figures and figures.get(target):
+            lines.append(f"- [latency and samples/s against batch size]({figures[target]})")
+        lines.append("")
+    return "\n".join(lines).rstrip("\n") if drawn else None
