@@ -534,6 +534,13 @@ def resumable_rows(
     statuses = ("ok", "skipped") if retry_failed else ("ok", "skipped", "failed")
     rows = [copy.deepcopy(dict(row)) for row in previous.get("rows", [])
             if (row["target"], row.get("seed", 0), row["sampler"]) in pairs and row["status"] in statuses]
+    outside = [row for row in previous.get("rows", [])
+               if (row["target"], row.get("seed", 0), row["sampler"]) not in pairs]
+    if outside:
+        log.warning("%d finished rows of the previous run lie outside this run's samplers, targets and seeds and "
+                    "will not be in its results.json (e.g. %s on %s); name them too to keep them, or write this run "
+                    "to another --out and merge the two with `pingsbench report A B --out DIR`",
+                    len(outside), outside[0]["sampler"], outside[0]["target"])
     same_floor = all(previous["config"].get(key) == config.get(key) for key in ("seed", "floor_pairs"))
     floors = {name: copy.deepcopy(floor) for name, floor in (previous.get("floors") or {}).items()
               if same_floor and name in config["targets"]}

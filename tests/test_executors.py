@@ -91,6 +91,15 @@ def test_resume_reruns_rows_of_another_configuration_and_runs_new_pairs(pingsben
     assert len(ran) == 2 and all(row["n"] == 64 for row in resumed["rows"])  # another n: nothing kept
 
 
+def test_resume_warns_about_finished_rows_outside_the_new_grid(pingsbench_registry, tmp_path, caplog):
+    registry = pingsbench_registry()
+    run(_config(["target-draws", "ddim-4@exact"], None), registry, out_dir=tmp_path)
+    with caplog.at_level("WARNING", logger="pingsbench"):
+        resumed = run(_config(["target-draws"], None), registry, out_dir=tmp_path, resume=True)
+    assert [row["sampler"] for row in resumed["rows"]] == ["target-draws"]
+    assert "1 finished rows of the previous run lie outside" in caplog.text and "ddim-4@exact" in caplog.text
+
+
 def test_resume_options_are_checked_before_any_work(tmp_path, capsys):
     assert main(["run", "--resume", "--samplers", "target-draws"]) == 2
     assert "give it with --out DIR" in capsys.readouterr().err
