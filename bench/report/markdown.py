@@ -49,7 +49,8 @@ def environment_lines(results: Mapping[str, Any]) -> list[str]:
     seeds = config.get("seeds") or [config["seed"]]
     return [
         f"- **device**: {env['device']} ({env['device_name']}), dtype {env['dtype']}, "
-        f"torch {env['torch']} ({env['torch_threads']} thread{'s' if env['torch_threads'] != 1 else ''}), python {env['python']}, {env['platform']}",
+        f"torch {env['torch']} ({env['torch_threads']} thread{'s' if env['torch_threads'] != 1 else ''}), "
+        f"python {env['python']}, {env['platform']}",
         f"- **run**: profile `{config['profile']}`, n = {config['n']}, {latency_method(config)}, "
         f"optimizations: {', '.join(on)}",
         f"- **replicates**: {len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))}), "
