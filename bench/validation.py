@@ -105,15 +105,34 @@ def check_seeds(value: Any, label: str) -> int | list[int]:
         return value
     if not isinstance(value, (list, tuple)) or not value:
         fail(f"{label} {value!r} is neither a count nor a list of seeds", allowed)
-    for seed in value:
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            fail(f"{label} holds {seed!r}, which is not an integer seed", allowed)
-        if seed < 0:
-            fail(f"{label} holds the negative seed {seed}", allowed)
-    repeated = sorted({seed for seed in value if list(value).count(seed) > 1})
-    if repeated:
-        fail(f"{label} lists seed {repeated[0]} twice", allowed)
+    _check_distinct_integers(value, label, "seed", 0, "the negative seed {}", allowed)
     return list(value)
+
+
+def _check_distinct_integers(
+    values: Sequence[Any], label: str, noun: str, minimum: int, too_small: str, allowed: str
+) -> None:
+    """Fail on the first of ``values`` that is not an integer ``≥ minimum``, then on one listed twice.
+
+    Args:
+        values: The items to check.
+        label: How to name the option in a message.
+        noun: What one item is (``"seed"``, ``"batch size"``).
+        minimum: The smallest allowed value.
+        too_small: The message's words for an item below ``minimum``, ``{}`` standing for it.
+        allowed: What is allowed, the message's second half.
+
+    Raises:
+        UsageError: As :func:`fail`.
+    """
+    for item in values:
+        if isinstance(item, bool) or not isinstance(item, int):
+            fail(f"{label} holds {item!r}, which is not an integer {noun}", allowed)
+        if item < minimum:
+            fail(f"{label} holds {too_small.format(item)}", allowed)
+    repeated = sorted({item for item in values if list(values).count(item) > 1})
+    if repeated:
+        fail(f"{label} lists {noun} {repeated[0]} twice", allowed)
 
 
 def check_batch_sizes(value: Any, label: str) -> list[int]:
@@ -134,14 +153,7 @@ def check_batch_sizes(value: Any, label: str) -> list[int]:
         value = [int(item) for item in items]
     if not isinstance(value, (list, tuple)) or not value:
         fail(f"{label} {value!r} is not a list of batch sizes", allowed)
-    for size in value:
-        if isinstance(size, bool) or not isinstance(size, int):
-            fail(f"{label} holds {size!r}, which is not an integer batch size", allowed)
-        if size < 1:
-            fail(f"{label} holds the batch size {size}", allowed)
-    repeated = sorted({size for size in value if list(value).count(size) > 1})
-    if repeated:
-        fail(f"{label} lists batch size {repeated[0]} twice", allowed)
+    _check_distinct_integers(value, label, "batch size", 1, "the batch size {}", allowed)
     return sorted(value)
 
 
