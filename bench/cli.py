@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
         run.add_argument("--profile", default=DEFAULT_PROFILE, choices=list(PROFILES), help="training budget")
         run.add_argument("--n", type=int, help="generated and held-out points per pair, ≥ 2 (default: profile's)")
         run.add_argument("--repeats", type=int, default=5, help="timed calls per pair, ≥ 1")
-        run.add_argument("--warmup", type=int, default=3, help="untimed warm-up calls before timing, ≥ 0")
+        run.add_argument("--warmup", type=int, default=1,
+                         help="untimed warm-up calls before timing, ≥ 0 (after the untimed, counted fidelity call)")
         run.add_argument("--batch-sizes", help="comma-separated batch sizes ≥ 1 to time every sampler at "
                                                "(1,100,10000,1000000); the run's --n is always timed "
                                                "(default: --n alone)")
@@ -178,15 +179,25 @@ def load_registry() -> Registry:
     return Registry.from_plugin_manager(get_plugin_manager(strict=False), strict=False)
 
 
+def _described(entry: dict[str, Any], named_only: str) -> str:
+    """A `list` entry's description plus its family's defaults, or ``named_only`` if it stays out of the default run."""
+    if "defaults" in entry:
+        return entry["description"] + (f" (defaults: {', '.join(entry['defaults'])})" if entry["defaults"] else "")
+    return entry["description"] + ("" if entry["in_default_run"] else f" ({named_only})")
+
+
 def cmd_list(registry: Registry, as_json: bool) -> int:
     from tabulate import tabulate
 
-    targets = [{"name": n, "dim": e.obj.dim, "source": e.source, "description": e.obj.description}
+    targets = [{"name": n, "dim": e.obj.dim, "source": e.source, "description": e.obj.description,
+                "in_default_run": getattr(e.obj, "in_default_run", True)}
                for n, e in registry.targets.items()]
     targets += [{"name": p, "dim": None, "source": e.source, "description": e.obj.description,
                  "defaults": list(e.obj.defaults)}
                 for p, e in registry.target_families.items()]
-    samplers = [{"name": n, "source": e.source, "description": e.obj.description} for n, e in registry.samplers.items()]
+    samplers = [{"name": n, "source": e.source, "description": e.obj.description,
+                 "in_default_run": getattr(e.obj, "in_default_run", True)}
+                for n, e in registry.samplers.items()]
     samplers += [{"name": p, "source": e.source, "description": e.obj.description, "defaults": list(e.obj.defaults),
                   "sweep": list(e.obj.sweep)}
                  for p, e in registry.families.items()]
@@ -199,11 +210,13 @@ def cmd_list(registry: Registry, as_json: bool) -> int:
     print("Targets (a <d> pattern accepts any dimension, e.g. gmm-16; --targets all adds every family's "
           "defaults)")
     print(tabulate([[t["name"], "d" if t["dim"] is None else t["dim"], t["source"],
-                     t["description"] + (f" (defaults: {', '.join(t['defaults'])})" if t.get("defaults") else "")]
+                     _described(t, "runs when named or with --targets all")]
                     for t in targets],
                    headers=["name", "dim", "source", "description"]))
-    print("\nSamplers (a <…> pattern accepts any value, e.g. ddim-7; as --samplers it selects the family)")
-    print(tabulate([[s["name"], s["source"], s["description"]] for s in samplers],
+    print("\nSamplers (a <…> pattern accepts any value, e.g. ddim-7; as --samplers it selects the family; "
+          "without --samplers a run takes every concrete sampler not marked 'runs when named' and each family's "
+          "defaults)")
+    print(tabulate([[s["name"], s["source"], _described(s, "runs when named")] for s in samplers],
                    headers=["name", "source", "description"]))
     if broken:
         print("\nBroken plugins (left out; run, sweep, report and validate refuse to start until they are fixed)")
@@ -299,6 +312,7 @@ def execute(config: Any, registry: Registry, out: Path, *, executor: Any = None,
                     + (f"  ({row['error']})" if row["error"] else ""))
 
     print(f"writing to {out}/ after every row" + (f" ({executor.name} executor)" if executor else ""), flush=True)
+    started = time.perf_counter()
     previous_handler = _handle_sigterm(_terminate)
     try:
         results = run(config, registry, out_dir=out, on_row=on_row, executor=executor, resume=resume,
@@ -313,9 +327,24 @@ def execute(config: Any, registry: Registry, out: Path, *, executor: Any = None,
     pairs.close()
     write_report(results, out, registry)
     failed = [r for r in results["rows"] if r["status"] == "failed"]
-    print(f"{plural(len(results['rows']), 'row')}, {len(failed)} failed; results.json, leaderboard.md and figures "
-          f"in {out}/")
+    print(f"{plural(len(results['rows']), 'row')}, {len(failed)} failed, in {_duration(time.perf_counter() - started)}"
+          f" ({_phase_totals(results['rows'])}); results.json, leaderboard.md and figures in {out}/")
     return EXIT_FAILED_ROWS if failed else EXIT_OK
+
+
+def _duration(seconds: float) -> str:
+    """``"9 min 12 s"`` (or ``"41 s"``)."""
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+
+
+def _phase_totals(rows: list[dict[str, Any]]) -> str:
+    """Where the rows' time went, summed over rows (``phase_seconds``; rows kept by a resume included)."""
+    totals: dict[str, float] = {}
+    for row in rows:
+        for phase, seconds in (row.get("phase_seconds") or {}).items():
+            totals[phase] = totals.get(phase, 0.0) + seconds
+    return ", ".join(f"{phase} {seconds:.0f} s" for phase, seconds in totals.items()) or "no row ran"
 
 
 def cmd_dry_run(config: Any, registry: Registry, out: Path) -> int:

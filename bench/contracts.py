@@ -192,6 +192,9 @@ class Sampler(abc.ABC):
 
     name: str
     description: str = ""
+    #: Whether the sampler runs when ``--samplers`` is not given; set ``False`` for ablations and
+    #: variants that run only when named, so the default run stays short.
+    in_default_run: bool = True
 
     def check(self, target: Target) -> None:
         """Raise :class:`UnsupportedTarget` if this sampler cannot run on ``target``."""

@@ -498,8 +498,8 @@ class Registry:
         return entry.source
 
     def default_samplers(self) -> list[str]:
-        """Concrete samplers plus every family's defaults, in registration order."""
-        names = list(self.samplers)
+        """Concrete samplers with ``in_default_run`` set, plus every family's defaults, in registration order."""
+        names = [name for name, entry in self.samplers.items() if getattr(entry.obj, "in_default_run", True)]
         for entry in self.families.values():
             names.extend(n for n in entry.obj.defaults if n not in names)
         return names

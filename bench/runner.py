@@ -29,7 +29,8 @@ from bench.contracts import FitContext, SampleFn, Sampler, Target, UnsupportedTa
 from bench.counting import CountedTarget, count_evaluations, nfe_record
 from bench.environment import describe_device, environment
 from bench.errors import UsageError
-from bench.metrics import METRIC_SPECS, compute_metrics
+from bench.metrics import METRIC_SPECS
+from bench.metrics.cache import cached_metrics
 from bench.profiles import Profile
 from bench.registry import Registry
 from bench.results import RESULTS_SCHEMA, resumable_rows, summarize
@@ -101,7 +102,8 @@ class RunConfig:
     n: int
     seed: int = 0
     repeats: int = 5
-    warmup: int = 3
+    #: One: the counted fidelity call at ``n`` has just run the sampler once already, untimed.
+    warmup: int = 1
     dtype: torch.dtype = torch.float32
     compile: bool = False
     cache_dir: Path | None = None
@@ -254,18 +256,21 @@ def prepare_target(target: Target, config: RunConfig, seed: int | None = None) -
     return TargetData(check_samples(target.sample(config.n, generator), config.n, target.dim), seed)
 
 
-def noise_floor(target: Target, n: int, seed: int, pairs: int) -> dict[str, Any]:
+def noise_floor(target: Target, n: int, seed: int, pairs: int, cache_dir: Path | None = None) -> dict[str, Any]:
     """Every metric between independent pairs of exact target draw sets: what a perfect sampler scores.
 
     Pair ``i`` compares ``n`` draws seeded ``derive_seed(seed, "floor", name, i)`` (in the
     sampler's place) with ``n`` seeded ``derive_seed(seed, "floor-reference", name, i)``, by
-    :func:`~bench.metrics.compute_metrics` and the target's ``extra_metrics``.  No training.
+    :func:`~bench.metrics.compute_metrics` (through :func:`~bench.metrics.cache.cached_metrics`) and the
+    target's ``extra_metrics``.  No training.
 
     Args:
         target: The target.
         n: Points per draw set, as in the run's rows.
         seed: The run's base seed.
         pairs: Number of pairs ``P ≥ 2``.
+        cache_dir: Where :func:`~bench.metrics.cache.cached_metrics` keeps the generic metrics' values
+            (``None``: computed every time).
 
     Returns:
         ``{"pairs": P, "n": n, "seed": seed, "metrics": {name: {"mean", "std", "values"}}}``,
@@ -282,7 +287,8 @@ def noise_floor(target: Target, n: int, seed: int, pairs: int) -> dict[str, Any]
                           n, target.dim)
             for label in ("floor", "floor-reference")
         )
-        metrics = compute_metrics(draws, reference, seed=derive_seed(seed, "floor-metrics", target.name, str(i)))
+        metrics = cached_metrics(draws, reference, seed=derive_seed(seed, "floor-metrics", target.name, str(i)),
+                                 directory=cache_dir)
         metrics.update(target.extra_metrics(draws, reference))
         per_pair.append(metrics)
     summary = {}
@@ -413,12 +419,12 @@ class PairSession:
         return call
 
     def metrics(self, samples: Tensor, data: TargetData) -> dict[str, float]:
-        """Generic and target-specific metrics of ``samples`` against the held-out draws.
+        """Generic metrics (through the metric cache in ``config.cache_dir``) and target-specific ones of ``samples``.
 
         Raises:
             SampleError: If a metric is not finite.
         """
-        metrics = compute_metrics(samples, data.reference, seed=self.seed("metrics"))
+        metrics = cached_metrics(samples, data.reference, seed=self.seed("metrics"), directory=self.config.cache_dir)
         metrics.update(self.target.extra_metrics(samples, data.reference))
         bad_metrics = [k for k, v in metrics.items() if not np.isfinite(v)]
         if bad_metrics:
@@ -446,6 +452,7 @@ def new_row(sampler_name: str, target_name: str, seed: int, registry: Registry, 
         "timed_on": None,
         "timing_window": None,
         "fit_seconds": None,
+        "phase_seconds": None,
         "fit": {},
         "metrics": {},
     }
@@ -573,7 +580,8 @@ def run_pair(
     everything else inside ``gate.untimed()``; ``latency_ms`` and ``samples_per_s`` are those of the
     run's ``n``, ``latency_by_n`` holds every size's.  The row records where (``timed_on``:
     ``{"node": host name, "device_name"}``) and when (``timing_window``: ``{"start", "end"}``, Unix
-    seconds) it was timed.
+    seconds) it was timed, and where its wall-clock time went (``phase_seconds``: ``fit``, the counted
+    fidelity ``sample`` call, ``latency`` (every batch size, warm-ups included) and ``metrics``, in seconds).
     """
     row = new_row(sampler_name, target.name, data.seed, registry, config)
     sampler = registry.sampler(sampler_name)
@@ -594,12 +602,14 @@ def run_pair(
             samples, nfe_fields = session.sample_counted()
             first_call = time.perf_counter() - started
         row.update(nfe_fields)
+        row["phase_seconds"] = phases = {"fit": session.fit_seconds, "sample": first_call}
         for warning in row["warnings"]:
             log.warning("%s on %s: %s", sampler_name, target.name, warning)
         with gate.timed():
             start = time.time()
             row["latency_by_n"] = time_batch_sizes(session.timed_call, config, first_call)
             row["timing_window"] = {"start": start, "end": time.time()}
+        phases["latency"] = row["timing_window"]["end"] - start
         for size, status in session.graph_status.items():
             row["latency_by_n"][str(size)]["cuda_graph"] = status
         row["timed_on"] = {"node": socket.gethostname(), "device_name": device_kind(config.device)}
@@ -607,7 +617,9 @@ def run_pair(
         row["latency_ms"] = {key: value for key, value in at_n.items() if key not in BY_N_ONLY}
         row["samples_per_s"] = at_n["samples_per_s"]
         with gate.untimed():
+            started = time.perf_counter()
             row["metrics"] = session.metrics(samples, data)
+            phases["metrics"] = time.perf_counter() - started
         figure_samples[sampler_name] = samples[: figure_points(target.dim)].numpy()
     except Exception as exc:  # one pair's failure must not stop the others
         return _failure(row, "failed", exc)
@@ -635,7 +647,7 @@ def grid(config: RunConfig) -> list[PairKey]:
 def target_floor(target: Target, config: RunConfig) -> dict[str, Any] | None:
     """:func:`noise_floor` of ``target`` from the base seed; ``None`` (and a warning) if the target cannot draw."""
     try:
-        return noise_floor(target, config.n, config.seed, config.floor_pairs)
+        return noise_floor(target, config.n, config.seed, config.floor_pairs, config.cache_dir)
     except Exception:  # its reference sets will fail too, and say why in the rows
         log.warning("target %s has no noise floor:\n%s", target.name, traceback.format_exc())
         return None

@@ -179,8 +179,7 @@ def test_measured_nfe_is_the_true_number_of_calls(name, nfe):
 
 
 def test_defaults_and_sweeps_resolve_to_their_family():
-    expected_defaults = {"ddim-50", "dpm-solver-heun-10", "dpm-solver-heun-20", "dpm-solver-2-20",
-                         "dpm-solver++-2m-20"}
+    expected_defaults = {"ddim-50", "dpm-solver-heun-10", "dpm-solver-heun-20", "dpm-solver++-2m-20"}
     defaults = {n for f in FAMILIES.values() for n in f.defaults}
     assert defaults == expected_defaults | {f"{n}@exact" for n in expected_defaults}
     for family in FAMILIES.values():

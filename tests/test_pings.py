@@ -281,6 +281,17 @@ def test_early_stopping_on_validation_mmd():
     assert info["best_step"] == 2 and info["stopped_at"] == 6
 
 
+def test_a_budget_patience_overrides_the_recipe_and_keeps_the_best_weights():
+    target, ctx = gmm3d(), make_ctx()
+    recipe = Recipe(batch=64, lr=0.0)  # the recipe's patience (3000) would never stop 50 steps
+    info = train_pings(recipe.build(target.dim), target, ScoreGuidance(None, 1.0, 1.0), ctx, recipe,
+                       Budget(50, 2, 128, patience=4))
+    assert info["best_step"] == 2 and info["stopped_at"] == 6
+    # A budget without its own patience keeps the cache key it had before budgets could have one.
+    assert Budget(50, 2, 128).config() == {"steps": 50, "validate_every": 2, "validation_points": 128}
+    assert Budget(50, 2, 128, patience=4).config()["patience"] == 4
+
+
 def test_diverged_training_fails_instead_of_returning_the_start_weights():
     """A run whose loss is not finite (here: a score that returns NaN) must raise, not keep step-0 weights."""
     target, ctx = gmm3d(), make_ctx()

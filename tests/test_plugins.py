@@ -40,6 +40,31 @@ def test_builtins_registered_with_their_source(plugin_manager):
     assert "target-draws" in registry.default_samplers()
 
 
+def test_a_sampler_out_of_the_default_run_runs_only_when_named(plugin_manager, capsys):
+    named_only = Named("named-only")
+    named_only.in_default_run = False
+
+    class Plugin:
+        @hookimpl
+        def register_samplers(self, register):
+            register(named_only)
+            register(Named("by-default"))
+
+    with registered(plugin_manager, Plugin(), "defaults-plugin") as registry:
+        assert "by-default" in registry.default_samplers()
+        assert "named-only" not in registry.default_samplers()
+        assert registry.sampler("named-only") is named_only  # still resolvable by name
+        assert main(["list", "--json"]) == 0
+    listed = {s["name"]: s for s in json.loads(capsys.readouterr().out)["samplers"]}
+    assert listed["pings-pf"]["in_default_run"] is False and listed["pings"]["in_default_run"] is True
+
+
+def test_builtin_ablations_run_only_when_named(plugin_manager):
+    defaults = Registry.from_plugin_manager(plugin_manager).default_samplers()
+    assert {"pings", "pings-pf-distill", "dpm-solver++-2m-20", "distilled-1"} <= set(defaults)
+    assert not {"pings-pf", "distilled-ode-1", "dpm-solver-2-20", "dpm-solver-2-20@exact", "meanflow-1"} & set(defaults)
+
+
 def test_in_process_plugin_is_registered_and_removed(plugin_manager):
     class Plugin:
         @hookimpl

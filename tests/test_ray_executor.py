@@ -91,8 +91,8 @@ def test_a_model_shared_by_several_samplers_is_trained_once(grids):
     # one ε-net per seed, shared by DDIM and DPM-Solver++, trained exactly once each
     assert len(used) == len(SEEDS) and all(samplers == {"ddim-4", "dpm-solver++-2m-4"} for samplers in used.values())
     assert all(trained[model_id] == 1 for model_id in used)
-    assert sorted(p.name for p in (folder / "ray-cache").iterdir()) == sorted(
-        p.name for p in (folder / "ray-cache").glob("*.pt"))  # no lock file left behind
+    assert sorted(p.name for p in (folder / "ray-cache").iterdir() if p.is_file()) == sorted(
+        p.name for p in (folder / "ray-cache").glob("*.pt"))  # no lock file left behind (metrics/ is a folder)
     assert len(list((folder / "ray-cache").glob("*.pt"))) == len(used)
 
 

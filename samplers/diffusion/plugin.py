@@ -169,7 +169,7 @@ SPECS = (
     SolverSpec("dpm-solver-2", dpm_solver_2, 2, True, "logSNR",
                "singlestep DPM-Solver-2 (r = ½), nodes uniform in log-SNR; the number is the NFE (even; its sweep "
                "skips odd NFE)",
-               defaults=(20,)),
+               defaults=()),  # at NFE 20 behind DPM-Solver++(2M) on every default target: run it by name
     SolverSpec("dpm-solver++-2m", dpm_solver_pp_2m, 1, True, "logSNR",
                "multistep DPM-Solver++(2M), data prediction, nodes uniform in log-SNR; the number is the NFE",
                defaults=(20,)),

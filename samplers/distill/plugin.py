@@ -43,6 +43,8 @@ class OdeDistilledSampler(Sampler):
 
     name = "distilled-ode-1"
     description = "distilled-1 with the ODE residual of the generated trajectory as an extra loss (PIDDM eq. 8)"
+    # An ablation of distilled-1 (equal fidelity on dho in reports/dho/), and the default run's costliest training.
+    in_default_run = False
 
     def check(self, target: Target) -> None:
         from targets.dho import DampedOscillator

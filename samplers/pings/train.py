@@ -106,14 +106,21 @@ class Budget:
         steps: Maximum number of optimiser steps.
         validate_every: Steps between validations (and logged points).
         validation_points: Size of the fixed held-out validation set (prior and target draws).
+        patience: Early stopping at this budget: steps without a new best validation MMD² before
+            training stops (``None``: the recipe's :attr:`Recipe.patience`).  The best weights are
+            kept either way, so stopping changes the model only if a later step would have beaten them.
     """
 
     steps: int
     validate_every: int
     validation_points: int
+    patience: int | None = None
 
-    def config(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
+    def config(self) -> dict[str, int | None]:
+        config = dataclasses.asdict(self)
+        if self.patience is None:  # the key of a budget without its own patience stays what it was
+            del config["patience"]
+        return config
 
 
 def moment_loss(x: Tensor, y: Tensor) -> Tensor:
@@ -245,6 +252,7 @@ def train_pings(
 
     validate_every = max(budget.validate_every, math.ceil(budget.steps / MAX_LOGGED_POINTS))
     history: dict[str, list[float]] = {key: [] for key in ("step", "loss", *weights, "val_mmd")}
+    patience = recipe.patience if budget.patience is None else budget.patience
     best_val, best_step, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
     step_seconds, step = 0.0, 0
     progress = tqdm(range(1, budget.steps + 1), desc=f"PINGS {target.name}", disable=not ctx.progress, leave=False)
@@ -279,7 +287,7 @@ def train_pings(
         progress.set_postfix(val_mmd=f"{val:.2e}", best=f"{min(best_val, val):.2e}")
         if val < best_val:
             best_val, best_step, best_state = val, step, copy.deepcopy(model.state_dict())
-        elif step - best_step >= recipe.patience:
+        elif step - best_step >= patience:
             break
     model.load_state_dict(best_state)
     return {
