@@ -57,6 +57,16 @@ def test_smoke_run_writes_results_leaderboard_and_figure(tmp_path, capsys):
     (out / "leaderboard.md").unlink()
     assert main(["report", str(out / "results.json")]) == 0
     assert (out / "leaderboard.md").read_text() == board
+    assert re.search(r"1 row, 0 failed, in (\d+ min )?\d+ s \(fit \d+ s, sample \d+ s, latency \d+ s, metrics \d+ s\)",
+                     capsys.readouterr().out)
+
+    # The rerun on the same cache reads every metric back (floor pairs and row): same values, no new entry.
+    entries = sorted((tmp_path / "cache" / "metrics").glob("*.json"))
+    assert len(entries) == 1 + results["config"]["floor_pairs"]
+    assert main([*args[:-1], str(tmp_path / "again")]) == 0
+    again = json.loads((tmp_path / "again" / "results.json").read_text())
+    assert again["rows"][0]["metrics"] == results["rows"][0]["metrics"] and again["floors"] == results["floors"]
+    assert sorted((tmp_path / "cache" / "metrics").glob("*.json")) == entries
 
 
 def test_two_seed_smoke_run_renders_the_summary_with_intervals_and_ties(tmp_path, capsys):

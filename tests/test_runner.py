@@ -20,7 +20,7 @@ from bench.runner import FIGURE_VALUES, RESULTS_SCHEMA, RunConfig, load_samples,
 from tests.conftest import registered
 
 ROW_KEYS = {"sampler", "target", "status", "error", "nfe", "n", "latency_ms", "latency_by_n", "dtype", "fit_seconds",
-            "metrics"}
+            "phase_seconds", "metrics"}
 LATENCY_KEYS = {"mean", "std", "median", "iqr", "min", "repeats", "warmup", "calls_per_block"}
 PAPER_METRICS = {"mmd2", "mean_mse", "cov_mse", "skew_mse", "kurt_mse", "swd", "energy"}
 
@@ -144,6 +144,9 @@ def test_results_schema(bad_plugin_registry):
     assert set(results["floors"]["gmm3d"]["metrics"]) == set(ok["metrics"])  # the floor moved out of the rows
     assert all(results["metric_info"][m]["better"] in ("lower", "higher") for m in ok["metrics"])
     assert failed["latency_ms"] is None and failed["status"] == "failed"
+    phases = ok["phase_seconds"]
+    assert list(phases) == ["fit", "sample", "latency", "metrics"] and min(phases.values()) >= 0
+    assert phases["latency"] == ok["timing_window"]["end"] - ok["timing_window"]["start"]
 
 
 def test_floor_row_sits_at_the_noise_floor(plugin_manager):
