@@ -180,9 +180,9 @@ def load_registry() -> Registry:
 
 
 def _described(entry: dict[str, Any], named_only: str) -> str:
-    """A `list` entry's description plus its family's defaults, or ``named_only`` if it stays out of the default run."""
-    if "defaults" in entry:
-        return entry["description"] + (f" (defaults: {', '.join(entry['defaults'])})" if entry["defaults"] else "")
+    """A `list` entry's description plus a family's defaults, or ``named_only`` for what runs only when named."""
+    if entry.get("defaults"):
+        return f"{entry['description']} (defaults: {', '.join(entry['defaults'])})"
     return entry["description"] + ("" if entry["in_default_run"] else f" ({named_only})")
 
 
@@ -193,13 +193,13 @@ def cmd_list(registry: Registry, as_json: bool) -> int:
                 "in_default_run": getattr(e.obj, "in_default_run", True)}
                for n, e in registry.targets.items()]
     targets += [{"name": p, "dim": None, "source": e.source, "description": e.obj.description,
-                 "defaults": list(e.obj.defaults)}
+                 "in_default_run": False, "defaults": list(e.obj.defaults)}
                 for p, e in registry.target_families.items()]
     samplers = [{"name": n, "source": e.source, "description": e.obj.description,
                  "in_default_run": getattr(e.obj, "in_default_run", True)}
                 for n, e in registry.samplers.items()]
-    samplers += [{"name": p, "source": e.source, "description": e.obj.description, "defaults": list(e.obj.defaults),
-                  "sweep": list(e.obj.sweep)}
+    samplers += [{"name": p, "source": e.source, "description": e.obj.description,
+                  "in_default_run": bool(e.obj.defaults), "defaults": list(e.obj.defaults), "sweep": list(e.obj.sweep)}
                  for p, e in registry.families.items()]
     broken = [{"plugin": b.plugin, "distribution": b.distribution, "reason": b.reason, "remedy": b.remedy}
               for b in registry.broken]

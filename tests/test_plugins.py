@@ -57,6 +57,13 @@ def test_a_sampler_out_of_the_default_run_runs_only_when_named(plugin_manager, c
         assert main(["list", "--json"]) == 0
     listed = {s["name"]: s for s in json.loads(capsys.readouterr().out)["samplers"]}
     assert listed["pings-pf"]["in_default_run"] is False and listed["pings"]["in_default_run"] is True
+    # A family runs by default through its defaults; one with none runs only when named.
+    assert listed["meanflow-<steps>"]["in_default_run"] is False and listed["meanflow-<steps>"]["defaults"] == []
+    assert next(s for s in listed.values() if s["name"].startswith("ddim-"))["in_default_run"] is True
+    assert main(["list"]) == 0
+    table = capsys.readouterr().out
+    assert next(line for line in table.splitlines() if line.startswith("meanflow-<steps>")).endswith(
+        "(runs when named)")
 
 
 def test_builtin_ablations_run_only_when_named(plugin_manager):

@@ -67,11 +67,11 @@ def latency_method(config: Mapping[str, Any]) -> str:
     """How the run timed its latencies, in words, with its batch sizes when it timed more than ``n``."""
     timing = config.get("timing")
     if timing is None:  # documents from before timed blocks
-        text = (f"latency over {config['repeats']} timed calls after {config['warmup']} warm-up calls "
+        text = (f"latency over {config['repeats']} timed calls after {plural(config['warmup'], 'warm-up call')} "
                 f"(device synchronized around each)")
     else:
         text = (f"latency: median (IQR in results.json) over {config['repeats']} timed blocks after "
-                f"{config['warmup']} warm-up calls, a block {timing['min_block_seconds'] * 1e3:g} ms or more of "
+                f"{plural(config['warmup'], 'warm-up call')}, a block {timing['min_block_seconds'] * 1e3:g} ms or more of "
                 f"back-to-back calls with the device synchronized once per block (one call per block without warm-up)")
     sizes, cap = config.get("batch_sizes") or [config["n"]], config.get("latency_cap_s")
     if len(sizes) > 1:
