@@ -281,7 +281,7 @@ def test_early_stopping_on_validation_mmd():
     assert info["best_step"] == 2 and info["stopped_at"] == 6
 
 
-def test_a_budget_patience_overrides_the_recipe_and_keeps_the_best_weights():
+def test_a_budget_patience_overrides_the_recipes():
     target, ctx = gmm3d(), make_ctx()
     recipe = Recipe(batch=64, lr=0.0)  # the recipe's patience (3000) would never stop 50 steps
     info = train_pings(recipe.build(target.dim), target, ScoreGuidance(None, 1.0, 1.0), ctx, recipe,

@@ -54,7 +54,7 @@ def test_a_sampler_out_of_the_default_run_runs_only_when_named(plugin_manager, c
         assert "by-default" in registry.default_samplers()
         assert "named-only" not in registry.default_samplers()
         assert registry.sampler("named-only") is named_only  # still resolvable by name
-        assert main(["list", "--json"]) == 0
+    assert main(["list", "--json"]) == 0  # the installed plugins: the built-ins' flags
     listed = {s["name"]: s for s in json.loads(capsys.readouterr().out)["samplers"]}
     assert listed["pings-pf"]["in_default_run"] is False and listed["pings"]["in_default_run"] is True
     # A family runs by default through its defaults; one with none runs only when named.

@@ -21,9 +21,9 @@ FLOW_CHECK_POINTS = 256
 
 #: Steps without a new best validation MMD² before a quick ``pings``/``pings-pf`` training stops: half its
 #: budget (the recipe's 3000 never stops 500 steps).  Its learning rate is all but constant, so a plateau is
-#: one; on dho, whose best step was 20, it stops at 270 with the same kept weights.  ``pings-pf-distill``
-#: gets none: its cosine schedule makes its last, low-rate steps its best (200 steps of patience stopped it
-#: at 800 on dho, 4 % worse in MMD²).
+#: one; on dho, whose best step was 20, it stops at step 280 (the first validation 250 steps on) with the same
+#: kept weights.  ``pings-pf-distill`` gets none: its cosine schedule makes its last, low-rate steps its best
+#: (200 steps of patience stopped it at 800 on dho, 4 % worse in MMD²).
 QUICK_PATIENCE = 250
 #: The paper's step budget is 20 000 (§5.1.2); ``quick`` keeps the recipe and cuts only steps
 #: (≈ 1 minute at batch 2048 on 2 cores).
