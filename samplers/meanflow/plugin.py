@@ -40,7 +40,7 @@ class MeanFlowFamily(SamplerFamily):
     pattern = "meanflow-<steps>"
     regex = re.compile(r"meanflow-(?P<steps>[1-9][0-9]*)")
     description = "MeanFlow (average-velocity flow, trained from scratch), 1 or more jumps"
-    # Out of the default run: at the quick budget it is the second-worst row on both default targets
+    # Out of the default run: at the quick budget meanflow-1 is among the three worst rows on both default targets
     # (MMD² 0.57 on gmm3d, 0.61 on dho; reports/), and its training is 2 of the default run's minutes.
     defaults = ()
     sweep = ("meanflow-1", "meanflow-2", "meanflow-4")
