@@ -1,4 +1,4 @@
-"""pytest-benchmark: one optimiser step of every model the default run trains, at the quick profile's batch.
+"""pytest-benchmark: one optimiser step of every model the default run trains (and MeanFlow's), at the quick batch.
 
 Run with ``pytest tests/test_bench_training_steps.py --benchmark-only`` (skipped otherwise); on a
 shared 2-core machine add ``OMP_NUM_THREADS=1`` or nothing else running, and compare steps within
