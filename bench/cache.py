@@ -2,8 +2,12 @@
 
 A model is identified by everything that determines its weights: its kind, the
 target's identity (:func:`bench.identity.target_identity`, which hashes the
-target's parameters), the profile, the seed, its training config, the device
-type and dtype it was trained in and the pingsbench version.
+target's parameters), the profile, the seed, its training config, the dtype and
+thread count it was trained with and the pingsbench version.  Not the device:
+a model trained on this CPU is what a CUDA run of the same settings loads (bring
+the cache folder along), and its info records where it was trained
+(``trained_on``: device type and name).  Entries written before that, whose keys
+held the device type, are still found and copied under the new key.
 
 Cache trouble is never fatal and never costs a trained model:
 
@@ -49,6 +53,7 @@ import numpy as np
 import torch
 
 from bench import __version__
+from bench.environment import device_kind
 from bench.identity import target_identity
 
 if TYPE_CHECKING:
@@ -60,6 +65,8 @@ log = logging.getLogger("pingsbench")
 #: (see :mod:`bench.identity`) and numpy extra state is tagged; entries of other
 #: formats are retrained, never read.
 CACHE_FORMAT = 2
+#: Device types that keys held before a model's identity left the device out; their entries are still read.
+KEYED_BY_DEVICE = ("cpu", "cuda", "mps")
 #: Tag of a numpy value in a saved ``state_dict`` (see :func:`to_weights_only`).
 _NUMPY_TAG = "__pingsbench_numpy__"
 
@@ -162,6 +169,8 @@ class ModelCache:
     def key(ctx: "FitContext", kind: str, target: "Target", config: Mapping[str, Any]) -> dict[str, Any]:
         """Everything that determines the weights of a ``kind`` model trained on ``target`` (JSON-able).
 
+        The device is not part of it: where a model is loaded does not change what it is.
+
         Raises:
             bench.errors.PluginError: The target's identity cannot be computed.
         """
@@ -171,7 +180,6 @@ class ModelCache:
             "profile": ctx.profile.name,
             "seed": ctx.seed,
             "config": dict(config),
-            "device_type": ctx.device.type,
             "dtype": str(ctx.dtype),
             # Float sums, hence trained weights, depend on the intra-op thread count (the run's --threads).
             "threads": torch.get_num_threads(),
@@ -222,24 +230,33 @@ class ModelCache:
 
         module = seeded_build()
         if self.plan_only:
-            return self._plan(ctx, model_id, kind, key_json, path, module)
+            return self._plan(ctx, model_id, kind, key_json, path, module, target.name)
 
         with self._entry_lock(path, model_id):
-            info = self._load(path, key_json, module) if path is not None else None
-            source = "disk"
+            info, keyed_by, tried = None, None, False
+            for candidate, candidate_json, keyed_by in self._entries(path, key_json, key, target.name):
+                if candidate.exists():
+                    tried = True
+                    info = self._load(candidate, candidate_json, module)
+                    if info is not None:
+                        break
+            source, write = "disk", False
+            if info is not None and keyed_by is not None:
+                info.setdefault("trained_on", {"device": keyed_by})
+                write = True  # under the new key, so that the next run finds it directly
             if info is None:
-                if path is not None and path.exists():
-                    # a failed strict load may have copied some tensors: train from the seeded initialisation
+                if tried:  # a failed strict load may have copied some tensors: train from the seeded initialisation
                     module = seeded_build()
-                source = "trained"
+                source, write = "trained", True
                 module.train()
                 start = time.perf_counter()
                 info = plain_info(dict(train(module)))
                 info["train_seconds"] = time.perf_counter() - start
+                info["trained_on"] = {"device": ctx.device.type, "device_name": device_kind(ctx.device)}
             module.eval().requires_grad_(False)
             # In memory first: whatever happens to the disk copy, the run keeps the model.
             self._memory[key_json] = (module, info)
-            if source == "trained" and path is not None:
+            if write and path is not None:
                 self._save(path, key_json, module, info)
         self._record(ctx, model_id, kind, source, info)
         return module
@@ -276,15 +293,17 @@ class ModelCache:
             lock_path.unlink(missing_ok=True)
 
     def _plan(
-        self, ctx: "FitContext", model_id: str, kind: str, key_json: str, path: Path | None, module: torch.nn.Module
+        self, ctx: "FitContext", model_id: str, kind: str, key_json: str, path: Path | None, module: torch.nn.Module,
+        target_name: str,
     ) -> torch.nn.Module:
         source = "train"
-        if path is not None:
+        for candidate, candidate_json, _ in self._entries(path, key_json, json.loads(key_json), target_name):
             try:
-                module.load_state_dict(self._read(path, key_json)["state_dict"], strict=True)
+                module.load_state_dict(self._read(candidate, candidate_json)["state_dict"], strict=True)
                 source = "disk"
+                break
             except Exception:  # absent or unusable: a run would train it
-                pass
+                continue
         module.eval().requires_grad_(False)
         self._memory[key_json] = (module, {})
         ctx.models.append({"id": model_id, "kind": kind, "source": source})
@@ -363,3 +382,20 @@ class ModelCache:
         except Exception as exc:  # a bad entry costs a retrain, never the run
             log.warning("ignoring cache entry %s (%s: %s); retraining", path, type(exc).__name__, exc)
             return None
+
+    def _entries(
+        self, path: Path | None, key_json: str, key: Mapping[str, Any], target_name: str
+    ) -> Iterator[tuple[Path, str, str | None]]:
+        """Where the model of ``key`` may be stored, in the order to try: ``(path, key JSON, keyed_by)``.
+
+        First its own entry (``keyed_by`` is ``None``), then those an older pingsbench, whose
+        keys held the device type, would have written for it on each device type.
+        """
+        if path is None:
+            return
+        yield path, key_json, None
+        for device_type in KEYED_BY_DEVICE:
+            old_json = json.dumps({**key, "device_type": device_type}, sort_keys=True)
+            old_path = self.path_for(self.model_id(key["kind"], old_json), target_name, key)
+            if old_path is not None:
+                yield old_path, old_json, device_type

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy
@@ -60,6 +62,20 @@ def describe_device(device: torch.device) -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
+def device_kind(device: torch.device) -> str:
+    """The kind of device a latency was measured (or a model trained) on: the GPU's name, or the CPU's model name.
+
+    :func:`describe_device` answers ``x86_64`` for most CPUs, which cannot
+    tell two kinds of node apart; ``/proc/cpuinfo`` names the model where Linux tells it.
+    """
+    if device.type == "cpu":
+        with contextlib.suppress(OSError):
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return describe_device(device)
+
+
 def environment(device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
     env: dict[str, Any] = {
         "pingsbench": __version__,
@@ -76,4 +92,6 @@ def environment(device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
     if device.type == "cuda":
         env["cuda"] = torch.version.cuda
         env["cudnn"] = torch.backends.cudnn.version()
+        # TensorFloat-32 rounds float32 products to 10 mantissa bits; runs turn it off (bench.runner.run_settings).
+        env["tf32"] = torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32
     return env

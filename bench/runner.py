@@ -27,7 +27,7 @@ from torch import Tensor
 from bench.cache import ModelCache, atomic_write_bytes
 from bench.contracts import FitContext, SampleFn, Sampler, Target, UnsupportedTarget
 from bench.counting import CountedTarget, count_evaluations, nfe_record
-from bench.environment import describe_device, environment
+from bench.environment import device_kind, environment
 from bench.errors import UsageError
 from bench.metrics import METRIC_SPECS
 from bench.metrics.cache import cached_metrics
@@ -190,15 +190,19 @@ class RunConfig:
 
 @contextlib.contextmanager
 def run_settings(config: RunConfig) -> Iterator[None]:
-    """Apply the run's thread count and determinism to torch for the block; restore both afterwards.
+    """Apply the run's thread count, determinism and full float32 precision to torch for the block; restore them.
 
-    On CUDA, cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG`` for deterministic results; it is set (if
-    unset) here, before the run's first CUDA work, and left set: cuBLAS reads it once per process.
+    TF32 is off for matrix products and convolutions alike (``torch.backends.cuda.matmul.allow_tf32``,
+    ``torch.backends.cudnn.allow_tf32``): float32 means float32 on every GPU, whatever the process
+    had set.  On CUDA, cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG`` for deterministic results; it is set
+    (if unset) here, before the run's first CUDA work, and left set: cuBLAS reads it once per process.
     """
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.set_num_threads(config.threads)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     if config.deterministic:
         if config.device.type == "cuda":
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -208,6 +212,7 @@ def run_settings(config: RunConfig) -> Iterator[None]:
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
 
 
 class SampleError(ValueError):
@@ -456,20 +461,6 @@ def new_row(sampler_name: str, target_name: str, seed: int, registry: Registry, 
         "fit": {},
         "metrics": {},
     }
-
-
-def device_kind(device: torch.device) -> str:
-    """The kind of device a latency was measured on: the GPU's name, or the CPU's model name where Linux tells it.
-
-    :func:`bench.environment.describe_device` answers ``x86_64`` for most CPUs, which cannot
-    tell two kinds of node apart; ``/proc/cpuinfo`` names the model.
-    """
-    if device.type == "cpu":
-        with contextlib.suppress(OSError):
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    return describe_device(device)
 
 
 class TimingGate(Protocol):

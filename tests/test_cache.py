@@ -12,6 +12,7 @@ import torch
 from bench import hookimpl
 from bench.cache import CACHE_FORMAT, ModelCache
 from bench.contracts import FitContext, Sampler, Target
+from bench.environment import device_kind
 from bench.errors import PluginError
 from bench.profiles import get_profile
 from bench.registry import Registry
@@ -76,6 +77,55 @@ def test_another_thread_count_retrains(tmp_path):
         torch.set_num_threads(threads)
     _get(_ctx(ModelCache(tmp_path)), trainer)
     assert trainer.calls == 2 and len(list(tmp_path.iterdir())) == 2
+
+
+def test_the_device_is_not_part_of_a_models_identity():
+    # A model trained on this CPU is the one a CUDA run of the same settings loads (issue 18, part 5).
+    cpu = _ctx(ModelCache(None))
+    cuda = FitContext(torch.device("cuda"), torch.float32, 0, get_profile("smoke"), ModelCache(None))
+    assert ModelCache.key(cpu, "toy", gmm3d(), {"steps": 1}) == ModelCache.key(cuda, "toy", gmm3d(), {"steps": 1})
+    other_dtype = FitContext(torch.device("cpu"), torch.float64, 0, get_profile("smoke"), ModelCache(None))
+    assert ModelCache.key(cpu, "toy", gmm3d(), {}) != ModelCache.key(other_dtype, "toy", gmm3d(), {})
+
+
+def test_a_model_records_where_it_was_trained_also_when_loaded(tmp_path):
+    trainer = Trainer()
+    ctx = _ctx(ModelCache(tmp_path))
+    _get(ctx, trainer)
+    assert ctx.models[0]["trained_on"] == {"device": "cpu", "device_name": device_kind(torch.device("cpu"))}
+    again = _ctx(ModelCache(tmp_path))
+    _get(again, trainer)
+    assert again.models[0]["source"] == "disk" and again.models[0]["trained_on"] == ctx.models[0]["trained_on"]
+
+
+def _keyed_by_device(entry, device_type):
+    """Rewrite ``entry`` as pingsbench wrote it when keys held the device type (and info had no ``trained_on``)."""
+    payload = torch.load(entry, weights_only=True)
+    key = {**json.loads(payload["key"]), "device_type": device_type}
+    payload["key"] = json.dumps(key, sort_keys=True)
+    payload["info"] = json.dumps({k: v for k, v in json.loads(payload["info"]).items() if k != "trained_on"})
+    old_entry = ModelCache(entry.parent).path_for(ModelCache.model_id(key["kind"], payload["key"]), "gmm3d", key)
+    torch.save(payload, old_entry)
+    entry.unlink()
+    return old_entry
+
+
+def test_an_entry_keyed_by_its_device_is_loaded_and_copied_under_the_new_key(tmp_path):
+    trainer = Trainer()
+    weights = _get(_ctx(ModelCache(tmp_path)), trainer).weight.clone()
+    (entry,) = tmp_path.iterdir()
+    old_entry = _keyed_by_device(entry, "cuda")
+    plan = _ctx(ModelCache(tmp_path, plan_only=True))
+    assert torch.equal(_get(plan, trainer).weight, weights) and plan.models[0]["source"] == "disk"
+    assert list(tmp_path.iterdir()) == [old_entry]  # planning writes nothing
+    ctx = _ctx(ModelCache(tmp_path))
+    assert torch.equal(_get(ctx, trainer).weight, weights)
+    assert trainer.calls == 1 and ctx.models[0]["source"] == "disk"
+    assert ctx.models[0]["trained_on"] == {"device": "cuda"} and ctx.models[0]["history"]["loss"] == [2.0, 1.0]
+    assert sorted(tmp_path.iterdir()) == sorted([old_entry, entry])  # the old entry stays, a copy joins it
+    again = _ctx(ModelCache(tmp_path))
+    _get(again, trainer)
+    assert again.models[0]["trained_on"] == {"device": "cuda"} and trainer.calls == 1
 
 
 def test_corrupt_entry_is_retrained_not_fatal(tmp_path, caplog):

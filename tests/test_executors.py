@@ -157,3 +157,17 @@ def test_leaderboard_header_says_when_rows_were_timed_on_several_kinds_of_device
     assert timed_on_lines([row("AMD EPYC"), row("AMD EPYC"), row("Intel Xeon", status="failed")]) == []
     (line,) = timed_on_lines([row("AMD EPYC"), row("AMD EPYC"), row("NVIDIA H100")])
     assert "timed on 2 kinds of device" in line and "AMD EPYC (2 rows)" in line and "NVIDIA H100 (1 row)" in line
+
+
+def test_leaderboard_header_names_models_trained_on_another_kind_of_device():
+    from bench.report.markdown import trained_on_lines
+
+    def row(*trained_on):
+        models = [{"id": f"m{i}", "trained_on": where} for i, where in enumerate(trained_on)]
+        return {"status": "ok", "fit": {"models": models}}
+
+    epyc = {"device": "cpu", "device_name": "AMD EPYC"}
+    assert trained_on_lines([row(epyc), {"status": "failed", "fit": None}], "cpu") == []
+    assert trained_on_lines([row({"device": "cuda"})], "cuda:0") == []
+    (line,) = trained_on_lines([row(epyc, {"device": "cuda"}), row(epyc)], "cuda:0")
+    assert "cpu (AMD EPYC) (1 model)" in line and "loaded from the model cache on cuda" in line

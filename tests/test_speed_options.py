@@ -122,6 +122,27 @@ def test_a_bfloat16_diffusion_row_shares_the_float32_model_and_records_its_dtype
     assert not torch.equal(samples16, samples32)  # the ε-net's products ran in bfloat16
 
 
+def test_a_run_turns_tf32_off_and_gives_the_process_its_setting_back():
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        with bench.runner.run_settings(config()):
+            assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+
+def test_the_header_says_tf32_off_where_the_environment_recorded_it():
+    from bench.report.markdown import environment_lines
+    from tests.test_report_v2 import _document, _row
+
+    document = _document([_row("pings", 0, 1e-3, 0.55)], [0])
+    assert "TF32" not in environment_lines(document)[0]  # a CPU run records none
+    document["environment"]["tf32"] = False
+    assert environment_lines(document)[0].endswith(", TF32 off")
+
+
 def test_cuda_graphs_need_a_cuda_device(tmp_path, capsys):
     with pytest.raises(UsageError, match="CUDA graphs need a CUDA device, and the run's device is cpu"):
         config(cuda_graphs=True)

@@ -50,7 +50,8 @@ def environment_lines(results: Mapping[str, Any]) -> list[str]:
     return [
         f"- **device**: {env['device']} ({env['device_name']}), dtype {env['dtype']}, "
         f"torch {env['torch']} ({env['torch_threads']} thread{'s' if env['torch_threads'] != 1 else ''}), "
-        f"python {env['python']}, {env['platform']}",
+        f"python {env['python']}, {env['platform']}"
+        + ("" if "tf32" not in env else f", TF32 {_on_off(env['tf32'])}"),
         f"- **run**: profile `{config['profile']}`, n = {config['n']}, {latency_method(config)}, "
         f"optimizations: {', '.join(on)}",
         f"- **replicates**: {len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))}), "
@@ -60,6 +61,7 @@ def environment_lines(results: Mapping[str, Any]) -> list[str]:
         f"- **created**: {results.get('created', '?')} by pingsbench {env['pingsbench']}",
         *source_lines(results),
         *timed_on_lines(results.get("rows", [])),
+        *trained_on_lines(results.get("rows", []), env["device"]),
     ]
 
 
@@ -116,6 +118,27 @@ def timed_on_lines(rows: Iterable[Mapping[str, Any]]) -> list[str]:
     counts = ", ".join(f"{name} ({count} row{'' if count == 1 else 's'})" for name, count in sorted(kinds.items()))
     return [f"- **timed on {len(kinds)} kinds of device**: {counts}; latencies compare only between rows "
             f"timed on the same kind (each row's `timed_on` in results.json)"]
+
+
+def trained_on_lines(rows: Iterable[Mapping[str, Any]], run_device: str) -> list[str]:
+    """A line naming where models were trained when some were trained on another kind of device than the run's.
+
+    The model cache serves a model to any device (:mod:`bench.cache`), so a CUDA run may sample
+    with models trained on a CPU: their weights, hence the fidelity columns, are those of that training.
+    """
+    run_type = run_device.split(":")[0]
+    elsewhere: dict[str, set[str]] = {}
+    for row in rows:
+        for model in (row.get("fit") or {}).get("models") or []:
+            trained_on = model.get("trained_on")
+            if trained_on and trained_on["device"] != run_type:
+                label = trained_on["device"] + (f" ({trained_on['device_name']})" if "device_name" in trained_on else "")
+                elsewhere.setdefault(label, set()).add(model["id"])
+    if not elsewhere:
+        return []
+    where = ", ".join(f"{label} ({plural(len(ids), 'model')})" for label, ids in sorted(elsewhere.items()))
+    return [f"- **models trained elsewhere**: {where}, loaded from the model cache on {run_type}; each "
+            f"model's `trained_on` in results.json"]
 
 
 def _recorded(value: Any) -> str:
