@@ -44,7 +44,7 @@ PROFILES: dict[str, Profile] = {
     for p in (
         Profile("smoke", "seconds per model; for tests and plumbing checks, not for conclusions", n=2_000),
         Profile(
-            "quick", "CPU-friendly budgets; the default: both built-in targets in about 16 minutes on 2 cores", n=10_000
+            "quick", "CPU-friendly budgets; the default: both built-in targets in 14–16 minutes on 2 cores", n=10_000
         ),
         Profile("paper", "the paper's published training budgets (20 000 steps); hours on a CPU", n=10_000),
     )
