@@ -358,7 +358,7 @@ def test_paper_recipe_is_the_published_one():
     assert [layer.in_features for layer in model.layers] == [4] + [128] * 5 and model.output.out_features == 3
     assert all(float(layer.bias.detach().abs().max()) == 0.0 for layer in model.layers)
     # Xavier-normal: weight std ≈ √(2 / (fan_in + fan_out)).
-    assert float(model.layers[1].weight.std()) == pytest.approx(math.sqrt(2 / 256), rel=0.05)
+    assert float(model.layers[1].weight.detach().std()) == pytest.approx(math.sqrt(2 / 256), rel=0.05)
 
 
 def test_score_free_fallback_without_a_score():
