@@ -35,7 +35,7 @@ from bench.profiles import Profile
 from bench.registry import Registry
 from bench.results import RESULTS_SCHEMA, resumable_rows, summarize
 from bench.seeding import derive_seed
-from bench.timing import MIN_BLOCK_SECONDS, Timer, peak_memory, predict_call_seconds
+from bench.timing import MIN_BLOCK_SECONDS, Timer, cpu_contention, peak_memory, predict_call_seconds
 from bench.validation import CONFIG_CHECKS, check_run_names
 
 log = logging.getLogger("pingsbench")
@@ -456,6 +456,7 @@ def new_row(sampler_name: str, target_name: str, seed: int, registry: Registry, 
         "dtype": str(config.dtype).removeprefix("torch."),
         "timed_on": None,
         "timing_window": None,
+        "timing_contention": None,
         "fit_seconds": None,
         "phase_seconds": None,
         "fit": {},
@@ -570,8 +571,8 @@ def run_pair(
     The latency at every batch size (:func:`time_batch_sizes`) is measured inside ``gate.timed()``,
     everything else inside ``gate.untimed()``; ``latency_ms`` and ``samples_per_s`` are those of the
     run's ``n``, ``latency_by_n`` holds every size's.  The row records where (``timed_on``:
-    ``{"node": host name, "device_name"}``) and when (``timing_window``: ``{"start", "end"}``, Unix
-    seconds) it was timed, and where its wall-clock time went (``phase_seconds``: ``fit``, the counted
+    ``{"node": host name, "device_name"}``), when (``timing_window``: ``{"start", "end"}``, Unix
+    seconds) and under what other load (``timing_contention``, :func:`bench.timing.cpu_contention`) it was timed, and where its wall-clock time went (``phase_seconds``: ``fit``, the counted
     fidelity ``sample`` call, ``latency`` (every batch size, warm-ups included) and ``metrics``, in seconds).
     """
     row = new_row(sampler_name, target.name, data.seed, registry, config)
@@ -596,11 +597,15 @@ def run_pair(
         row["phase_seconds"] = phases = {"fit": session.fit_seconds, "sample": first_call}
         for warning in row["warnings"]:
             log.warning("%s on %s: %s", sampler_name, target.name, warning)
-        with gate.timed():
+        with gate.timed(), cpu_contention() as contention:
             start = time.time()
             row["latency_by_n"] = time_batch_sizes(session.timed_call, config, first_call)
             row["timing_window"] = {"start": start, "end": time.time()}
         phases["latency"] = row["timing_window"]["end"] - start
+        row["timing_contention"] = contention or None
+        if contention.get("loaded"):
+            log.warning("%s on %s: timed while other processes used %.1f CPUs on average; its latency may be "
+                        "inflated (time on an idle machine)", sampler_name, target.name, contention["other_cpus"])
         for size, status in session.graph_status.items():
             row["latency_by_n"][str(size)]["cuda_graph"] = status
         row["timed_on"] = {"node": socket.gethostname(), "device_name": device_kind(config.device)}

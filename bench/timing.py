@@ -18,9 +18,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import statistics
 import time
 import timeit
+from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
@@ -30,6 +32,13 @@ from torch.utils.benchmark import set_torch_threads
 #: A block of calls lasts at least this long (s) when the warm-up tells how long a call takes: the
 #: clock (≈ 0.1 µs) and a CUDA barrier (≈ 10 µs) then cost < 0.1 % of the block.
 MIN_BLOCK_SECONDS = 0.01
+#: Other processes (and the hypervisor, through steal time) using this many CPUs or more on average while a
+#: sampler is timed mark its latency as taken under load: a quarter of a core is far above an idle machine's
+#: background and well below the load that made latencies 4-6x too slow on 2 cores.
+CONTENTION_CPUS = 0.25
+#: Below this many CPU seconds taken by others, a reading is within /proc/stat's tick granularity (10 ms per
+#: counter), so short timing windows are not marked for rounding alone.
+CONTENTION_MIN_SECONDS = 0.05
 
 
 def synchronize(device: torch.device) -> None:
@@ -184,3 +193,52 @@ def peak_memory(device: torch.device) -> Iterator[dict[str, float]]:
     torch.cuda.reset_peak_memory_stats(device)
     yield record
     record["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def busy_cpu_seconds() -> float | None:
+    """CPU seconds every process of this machine has used since boot, steal time included; ``None`` off Linux.
+
+    Read from the first line of ``/proc/stat`` (``user nice system idle iowait irq softirq steal …``, in clock
+    ticks): everything but ``idle`` and ``iowait``.
+    """
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        ticks = [int(value) for value in fields[1:9]]
+    except (OSError, ValueError):
+        return None
+    if fields[0] != "cpu" or len(ticks) < 8:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def cpu_contention(
+    busy: Callable[[], float | None] = busy_cpu_seconds,
+    own: Callable[[], float] = time.process_time,
+    wall: Callable[[], float] = time.perf_counter,
+) -> Iterator[dict[str, Any]]:
+    """Measure how much CPU other processes took while the block ran (a timing disturbed by other load).
+
+    Other processes' CPU seconds are the machine's busy CPU seconds (:func:`busy_cpu_seconds`) minus this
+    process's own (all its threads, :func:`time.process_time`) over the block.  On exit the yielded dict gains
+    ``other_cpus`` (their mean number of CPUs busy, ≥ 0), ``seconds`` (the block's wall-clock length) and
+    ``loaded`` (``other_cpus ≥`` :data:`CONTENTION_CPUS` and more than :data:`CONTENTION_MIN_SECONDS` of
+    CPU taken); it stays empty where the machine's busy time cannot be read.
+
+    Args:
+        busy: Machine-wide busy CPU seconds, or ``None``.
+        own: This process's CPU seconds.
+        wall: A wall clock, seconds.
+    """
+    record: dict[str, Any] = {}
+    before = busy(), own(), wall()
+    yield record
+    after = busy(), own(), wall()
+    if before[0] is None or after[0] is None:
+        return
+    seconds = after[2] - before[2]
+    others = max(0.0, (after[0] - before[0]) - (after[1] - before[1]))
+    other_cpus = others / seconds if seconds > 0 else 0.0
+    record.update(other_cpus=other_cpus, seconds=seconds,
+                  loaded=other_cpus >= CONTENTION_CPUS and others > CONTENTION_MIN_SECONDS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -9,7 +10,8 @@ import math
 import pytest
 import torch
 
-from bench import hookimpl
+import bench.runner
+from bench import hookimpl, timing
 from bench.cli import main
 from bench.plan import plan_run
 from bench.contracts import Sampler, Target, UnsupportedTarget
@@ -147,6 +149,25 @@ def test_results_schema(bad_plugin_registry):
     phases = ok["phase_seconds"]
     assert list(phases) == ["fit", "sample", "latency", "metrics"] and min(phases.values()) >= 0
     assert phases["latency"] == ok["timing_window"]["end"] - ok["timing_window"]["start"]
+    if timing.busy_cpu_seconds() is not None:  # Linux: the load other processes put on the timing is recorded
+        assert set(ok["timing_contention"]) == {"other_cpus", "seconds", "loaded"}
+        assert ok["timing_contention"]["other_cpus"] >= 0 and failed["timing_contention"] is None
+
+
+def test_a_row_timed_under_load_says_so_in_its_row_the_log_and_the_report(bad_plugin_registry, monkeypatch,
+                                                                            caplog, tmp_path):
+    @contextlib.contextmanager
+    def loaded():
+        yield (record := {})
+        record.update(other_cpus=1.5, seconds=0.4, loaded=True)
+
+    monkeypatch.setattr(bench.runner, "cpu_contention", loaded)
+    with caplog.at_level(logging.WARNING, logger="pingsbench"):
+        results = run(_config(["target-draws"], n=500), bad_plugin_registry, out_dir=tmp_path)
+    assert results["rows"][0]["timing_contention"] == {"other_cpus": 1.5, "seconds": 0.4, "loaded": True}
+    assert "target-draws on gmm3d: timed while other processes used 1.5 CPUs" in caplog.text
+    write_report(results, tmp_path)
+    assert "⚠ **timed under load**: `target-draws` (seed 0: 1.5 CPUs)" in (tmp_path / "leaderboard.md").read_text()
 
 
 def test_floor_row_sits_at_the_noise_floor(plugin_manager):

@@ -3,6 +3,8 @@ tests/test_counting.py)."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -89,3 +91,39 @@ def test_summary_statistics():
 def test_invalid_repeats_rejected():
     with pytest.raises(ValueError):
         Timer("cpu").measure(lambda: None, repeats=0)
+
+
+def _readings(*values):
+    """A reader returning ``values`` one after the other."""
+    values = iter(values)
+    return lambda: next(values)
+
+
+@pytest.mark.parametrize(
+    ("busy", "own", "wall", "other_cpus", "loaded"),
+    [
+        ((100.0, 101.5), (3.0, 4.0), (0.0, 1.0), 0.5, True),  # others took 0.5 CPU-s of a 1 s window
+        ((100.0, 101.0), (3.0, 4.0), (0.0, 1.0), 0.0, False),  # all the busy time was this process's
+        ((100.0, 100.9), (3.0, 4.0), (0.0, 1.0), 0.0, False),  # tick rounding below own time: never negative
+        ((100.0, 100.04), (3.0, 3.0), (0.0, 0.1), 0.4, False),  # 0.04 CPU-s: within /proc/stat's granularity
+    ],
+)
+def test_contention_is_the_busy_time_this_process_did_not_use(busy, own, wall, other_cpus, loaded):
+    with timing.cpu_contention(_readings(*busy), _readings(*own), _readings(*wall)) as record:
+        pass
+    assert record["other_cpus"] == pytest.approx(other_cpus) and record["loaded"] is loaded
+    assert record["seconds"] == pytest.approx(wall[1] - wall[0])
+
+
+def test_contention_is_not_recorded_where_the_machine_busy_time_cannot_be_read():
+    with timing.cpu_contention(lambda: None) as record:
+        pass
+    assert record == {}
+
+
+@pytest.mark.skipif(timing.busy_cpu_seconds() is None, reason="needs Linux's /proc/stat")
+def test_the_machine_busy_time_counts_this_process_spinning():
+    before, own = timing.busy_cpu_seconds(), time.process_time()
+    while time.process_time() - own < 0.3:
+        pass
+    assert timing.busy_cpu_seconds() - before >= 0.25  # 0.3 s spun, less /proc/stat's tick granularity

@@ -314,6 +314,18 @@ def warning_notes(entries: Iterable[Mapping[str, Any]]) -> list[str]:
             for entry in sorted(entries, key=_entry_order) if entry.get("ok_seeds") and entry.get("warnings")]
 
 
+def contention_lines(rows: Iterable[Mapping[str, Any]], target: str) -> list[str]:
+    """A ⚠ line naming the target's ok rows timed while other processes took CPU (``timing_contention.loaded``)."""
+    loaded = [f"`{row['sampler']}` (seed {row['seed']}: {row['timing_contention']['other_cpus']:.1f} CPUs)"
+              for row in rows
+              if row.get("target") == target and row.get("status") == "ok"
+              and (row.get("timing_contention") or {}).get("loaded")]
+    if not loaded:
+        return []
+    return [f"- ⚠ **timed under load**: {', '.join(loaded)}: other processes used that many CPUs on average while "
+            f"these rows were timed, so their latencies and speed-ups may be inflated; rerun on an idle machine"]
+
+
 def training_seconds(row: Mapping[str, Any]) -> float | None:
     """Training time of every model a row used, whether trained in this run or loaded from the cache.
 
@@ -525,7 +537,7 @@ def render(
         verdicts = headline_verdicts(entries, info, floors)
         lines += [f"## {target}", "", target_table(entries, info, frontier, floors, verdicts), ""]
         lines += [*significance_lines(verdicts, info, len(seeds), floors), ""]
-        notes = warning_notes(entries)
+        notes = warning_notes(entries) + contention_lines(results.get("rows", []), target)
         if notes:
             lines += [*notes, ""]
         for caption, path in (figures or {}).get(target, []):
