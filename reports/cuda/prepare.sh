@@ -2,9 +2,10 @@
 # On the CPU machine, before reports/cuda/run.sh: the default run's models in .cuda-cache/ and the wheels the GPU
 # machine's Python 3.12 lacks (platformdirs, adjustText) in .whl/; carry both to the GPU machine.
 #
-# The models come from a default run on this CPU at 2 threads (options after the script's name are passed on): it
-# trains what .cuda-cache lacks, about 12 minutes of training from nothing on 2 cores.  To reuse models trained
-# before, copy the *.pt files of that cache folder into .cuda-cache first.
+# The models come from a default run on this CPU at 2 threads into runs/cuda-prepare/ (options after the script's
+# name are passed on): it trains what .cuda-cache lacks, about 12 minutes of training from nothing on 2 cores.
+# To reuse a cache folder of earlier runs (its models and metric values), `cp -r WARM/. .cuda-cache/` first:
+# then it takes 1-3 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-.venv/bin/python}
