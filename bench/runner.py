@@ -572,7 +572,8 @@ def run_pair(
     everything else inside ``gate.untimed()``; ``latency_ms`` and ``samples_per_s`` are those of the
     run's ``n``, ``latency_by_n`` holds every size's.  The row records where (``timed_on``:
     ``{"node": host name, "device_name"}``), when (``timing_window``: ``{"start", "end"}``, Unix
-    seconds) and under what other load (``timing_contention``, :func:`bench.timing.cpu_contention`) it was timed, and where its wall-clock time went (``phase_seconds``: ``fit``, the counted
+    seconds) and under what other load (``timing_contention``, :func:`bench.timing.cpu_contention`)
+    it was timed, and where its wall-clock time went (``phase_seconds``: ``fit``, the counted
     fidelity ``sample`` call, ``latency`` (every batch size, warm-ups included) and ``metrics``, in seconds).
     """
     row = new_row(sampler_name, target.name, data.seed, registry, config)

@@ -206,7 +206,7 @@ def busy_cpu_seconds() -> float | None:
         ticks = [int(value) for value in fields[1:9]]
     except (OSError, ValueError):
         return None
-    if fields[0] != "cpu" or len(ticks) < 8:
+    if not fields or fields[0] != "cpu" or len(ticks) < 8:
         return None
     user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
